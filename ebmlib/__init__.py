@@ -1,0 +1,61 @@
+"""ebmlib: the small tested library behind the companion to Bengio & Fischer (2015).
+
+Notation follows ``PAPER.md``: states are lists ``h = [x, h_1, …, h_N]``,
+weights ``W[k]`` of shape ``(n_{k-1}, n_k)``, batch-first tensors.
+"""
+
+__version__ = "0.1.0"
+
+from .activations import ACTIVATIONS, Activation, get_activation
+from .checks import DivergenceError
+from .dynamics import Relaxation, Trajectory, relax, run, step
+from .figures import Claim, Run, at_least, at_most, resolve_device, within
+from .gradients import (
+    adjoint,
+    autograd_force,
+    bptt,
+    chain_gradient,
+    cost_gradient,
+    flatten,
+    hessian,
+    hvp,
+    implicit_gradient,
+    unflatten,
+)
+from .measures import cosine, magnitude_ratio, sign_agreement, snr, trajectory_metric
+from .network import LayeredEBM
+
+__all__ = [
+    "__version__",
+    "ACTIVATIONS",
+    "Activation",
+    "get_activation",
+    "DivergenceError",
+    "LayeredEBM",
+    "Relaxation",
+    "Trajectory",
+    "relax",
+    "run",
+    "step",
+    "Claim",
+    "Run",
+    "at_least",
+    "at_most",
+    "within",
+    "resolve_device",
+    "adjoint",
+    "autograd_force",
+    "bptt",
+    "chain_gradient",
+    "cost_gradient",
+    "flatten",
+    "hessian",
+    "hvp",
+    "implicit_gradient",
+    "unflatten",
+    "cosine",
+    "magnitude_ratio",
+    "sign_agreement",
+    "snr",
+    "trajectory_metric",
+]

@@ -1,0 +1,102 @@
+"""Argument validation shared by every public function.
+
+Every error names the argument it is about, so that a reader who passes a
+wrong shape, dtype, device or value learns which one at once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "DivergenceError",
+    "check_tensor",
+    "check_finite",
+    "check_eps",
+    "check_temperature",
+    "check_real",
+    "check_positive_int",
+]
+
+
+class DivergenceError(RuntimeError):
+    """Raised when a state becomes non-finite or leaves ``max_abs``.
+
+    ``step`` is the first step (counted from 1) whose result diverged.
+    """
+
+    def __init__(self, step: int, layer: int, detail: str):
+        self.step = step
+        self.layer = layer
+        super().__init__(f"dynamics diverged at step {step} (layer h_{layer}: {detail})")
+
+
+def check_tensor(
+    name: str,
+    t: object,
+    *,
+    shape: Sequence[int | None] | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | None = None,
+    finite: bool = True,
+) -> Tensor:
+    """Check that ``t`` is a tensor of the given shape (None = any), dtype, device."""
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    if shape is not None:
+        ok = t.dim() == len(shape) and all(
+            s is None or s == ts for s, ts in zip(shape, t.shape)
+        )
+        if not ok:
+            want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+            raise ValueError(f"{name}: expected shape {want}, got {tuple(t.shape)}")
+    if dtype is not None and t.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {dtype}, got {t.dtype}")
+    if device is not None and t.device != torch.device(device):
+        raise ValueError(f"{name}: expected device {device}, got {t.device}")
+    if finite:
+        check_finite(name, t)
+    return t
+
+
+def check_finite(name: str, t: Tensor) -> None:
+    """Raise if ``t`` holds NaN or inf (one host sync; not for hot loops)."""
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name}: contains NaN or inf")
+
+
+def check_real(name: str, v: object) -> float:
+    """A finite real number."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise TypeError(f"{name}: expected a real number, got {type(v).__name__}")
+    if not math.isfinite(v):
+        raise ValueError(f"{name}: must be finite, got {v}")
+    return float(v)
+
+
+def check_eps(eps: object, name: str = "eps") -> float:
+    """The Euler step ε must lie in (0, 1]."""
+    e = check_real(name, eps)
+    if not 0.0 < e <= 1.0:
+        raise ValueError(f"{name}: the step ε must lie in (0, 1], got {e}")
+    return e
+
+
+def check_temperature(T: object, name: str = "T") -> float:
+    """The temperature must be ≥ 0."""
+    t = check_real(name, T)
+    if t < 0.0:
+        raise ValueError(f"{name}: the temperature must be >= 0, got {t}")
+    return t
+
+
+def check_positive_int(name: str, v: object, *, minimum: int = 1) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(f"{name}: expected an integer, got {type(v).__name__}")
+    if v < minimum:
+        raise ValueError(f"{name}: must be >= {minimum}, got {v}")
+    return v

@@ -1,0 +1,257 @@
+"""Synchronous Euler / Langevin dynamics on F = E + βC (PAPER.md §3).
+
+    h_{t+1} = h_t − ε ∂F/∂h(h_t) + sqrt(2εT) ξ_t,   ξ_t ~ N(0, I)
+
+Every layer is updated from the previous state (synchronous). Forces are in
+closed form (no autograd), the input drive ``b_1 + W_1ᵀx`` is computed once per
+call, ρ(h) once per step, and the host is asked about convergence or
+divergence only every ``check_every`` steps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .checks import DivergenceError, check_eps, check_positive_int, check_real, check_temperature
+from .network import LayeredEBM, State
+
+__all__ = ["Relaxation", "Trajectory", "step", "relax", "run"]
+
+
+@dataclass
+class _Config:
+    eps: float
+    beta: float
+    target: Optional[Tensor]
+    noise_std: float
+    clip: Optional[tuple[float, float]]
+    generator: Optional[torch.Generator]
+    drive: Tensor
+    max_abs: float
+
+
+def _configure(
+    net: LayeredEBM,
+    h: State,
+    *,
+    eps: float,
+    beta: float,
+    target: Optional[Tensor],
+    T: float,
+    clip: Optional[bool],
+    generator: Optional[torch.Generator],
+    max_abs: float,
+    name: str = "h",
+) -> _Config:
+    net.check_state(h, name)
+    eps = check_eps(eps)
+    beta = check_real("beta", beta)
+    T = check_temperature(T)
+    max_abs = check_real("max_abs", max_abs)
+    if max_abs <= 0:
+        raise ValueError(f"max_abs: must be > 0, got {max_abs}")
+    B = h[0].shape[0]
+    if beta != 0.0:
+        if target is None:
+            raise ValueError("target: required when beta != 0")
+        target = net.check_target(target, B)
+    elif target is not None:
+        target = net.check_target(target, B)
+    if T > 0.0:
+        if generator is None:
+            raise ValueError("generator: an explicit torch.Generator is required when T > 0 (seeds are parameters)")
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator: expected torch.Generator, got {type(generator).__name__}")
+        if generator.device.type != net.device.type:
+            raise ValueError(f"generator: on device {generator.device}, the network is on {net.device}")
+    if clip is None:
+        clip = net.activation.clip_by_default
+    if not isinstance(clip, bool):
+        raise TypeError(f"clip: expected bool or None, got {type(clip).__name__}")
+    bounds = (net.activation.lo, net.activation.hi) if clip else None
+    return _Config(eps, beta, target, math.sqrt(2.0 * eps * T), bounds, generator, net.input_drive(h[0]), max_abs)
+
+
+def _step(net: LayeredEBM, h: State, cfg: _Config) -> State:
+    """One synchronous step; returns a new state list (``h`` is not modified)."""
+    f = net.force(h, cfg.beta, cfg.target, drive=cfg.drive)
+    new = [h[0]]
+    for k in range(1, net.N + 1):
+        hk = torch.add(h[k], f[k], alpha=cfg.eps)
+        if cfg.noise_std > 0.0:
+            noise = torch.randn(hk.shape, generator=cfg.generator, dtype=hk.dtype, device=hk.device)
+            hk.add_(noise, alpha=cfg.noise_std)
+        if cfg.clip is not None:
+            hk.clamp_(cfg.clip[0], cfg.clip[1])
+        new.append(hk)
+    return new
+
+
+def _bad_layer(h: State, max_abs: float) -> Optional[int]:
+    """First layer holding a non-finite value or one beyond ``max_abs`` (one host sync)."""
+    flags = torch.stack([(~torch.isfinite(h[k]) | (h[k].abs() > max_abs)).any() for k in range(1, len(h))])
+    bad = torch.nonzero(flags).flatten().tolist()
+    return bad[0] + 1 if bad else None
+
+
+def _locate_divergence(
+    net: LayeredEBM, h: State, cfg: _Config, start: int, stop: int, gen_state: Optional[Tensor]
+) -> None:
+    """Replay from the last good check point, one step at a time, and raise at the first bad step."""
+    if cfg.generator is not None and gen_state is not None:
+        cfg.generator.set_state(gen_state)
+    for t in range(start + 1, stop + 1):
+        h = _step(net, h, cfg)
+        layer = _bad_layer(h, cfg.max_abs)
+        if layer is not None:
+            raise DivergenceError(t, layer, f"non-finite or |h| > {cfg.max_abs:g}")
+    raise DivergenceError(stop, 0, "detected at this check point; the replay did not reproduce it")
+
+
+def step(
+    net: LayeredEBM,
+    h: State,
+    *,
+    eps: float,
+    beta: float = 0.0,
+    target: Optional[Tensor] = None,
+    T: float = 0.0,
+    clip: Optional[bool] = None,
+    generator: Optional[torch.Generator] = None,
+) -> State:
+    """One synchronous Euler (T = 0) or Langevin (T > 0) step of ``dh/dt = −∂F/∂h``."""
+    cfg = _configure(net, h, eps=eps, beta=beta, target=target, T=T, clip=clip, generator=generator, max_abs=1e300)
+    return _step(net, h, cfg)
+
+
+@dataclass
+class Relaxation:
+    """Result of :func:`relax`: the state, steps taken, final residual and its history.
+
+    ``residual`` is max |h_{t+1} − h_t| / ε over units and batch at the last check,
+    i.e. the size of the (projected) force.
+    """
+
+    h: State
+    steps: int
+    residual: float
+    converged: bool
+    history: list[tuple[int, float]] = field(default_factory=list)
+
+
+def relax(
+    net: LayeredEBM,
+    x: Tensor,
+    h0: Optional[State] = None,
+    *,
+    eps: float = 0.5,
+    beta: float = 0.0,
+    target: Optional[Tensor] = None,
+    tol: float = 1e-10,
+    max_steps: int = 100_000,
+    check_every: int = 10,
+    clip: Optional[bool] = None,
+    max_abs: float = 1e6,
+) -> Relaxation:
+    """Run the deterministic dynamics until the residual is ≤ ``tol`` or ``max_steps``.
+
+    Starts from ``h0`` (default: zeros). The residual is read every
+    ``check_every`` steps only (one host sync each). Raises
+    :class:`DivergenceError` naming the step if the state blows up.
+    """
+    if h0 is None:
+        h = net.init_state(x)
+    else:
+        if not isinstance(h0, (list, tuple)) or len(h0) != net.N + 1:
+            raise ValueError(f"h0: expected a list [x, h_1, ..., h_N] of length {net.N + 1}")
+        h = net.check_state([x] + [t.clone() for t in h0[1:]], "h0")
+    cfg = _configure(net, h, eps=eps, beta=beta, target=target, T=0.0, clip=clip, generator=None, max_abs=max_abs)
+    tol = check_real("tol", tol)
+    check_positive_int("max_steps", max_steps, minimum=0)
+    check_positive_int("check_every", check_every)
+    history: list[tuple[int, float]] = []
+    t, residual = 0, math.inf
+    last_good, last_good_t = h, 0
+    while t < max_steps:
+        n = min(check_every, max_steps - t)
+        for _ in range(n - 1):
+            h = _step(net, h, cfg)
+        prev = h
+        h = _step(net, prev, cfg)
+        t += n
+        layer = _bad_layer(h, cfg.max_abs)
+        if layer is not None:
+            _locate_divergence(net, last_good, cfg, last_good_t, t, None)
+        last_good, last_good_t = h, t
+        residual = max(float((h[k] - prev[k]).abs().max()) for k in range(1, net.N + 1)) / cfg.eps
+        history.append((t, residual))
+        if residual <= tol:
+            return Relaxation(h, t, residual, True, history)
+    return Relaxation(h, t, residual, False, history)
+
+
+@dataclass
+class Trajectory:
+    """States recorded by :func:`run`: ``h[k]`` has shape ``(steps + 1, B, n_k)``.
+
+    ``h[0]`` is the clamped input, repeated (a view, no copy).
+    """
+
+    h: list[Tensor]
+
+    @property
+    def steps(self) -> int:
+        return self.h[1].shape[0] - 1
+
+    def at(self, t: int) -> State:
+        """The state at step ``t`` as a list ``[x, h_1(t), …, h_N(t)]``."""
+        return [layer[t] for layer in self.h]
+
+
+def run(
+    net: LayeredEBM,
+    h0: State,
+    *,
+    steps: int,
+    eps: float,
+    beta: float = 0.0,
+    target: Optional[Tensor] = None,
+    T: float = 0.0,
+    clip: Optional[bool] = None,
+    generator: Optional[torch.Generator] = None,
+    check_every: int = 10,
+    max_abs: float = 1e6,
+) -> Trajectory:
+    """Run ``steps`` synchronous steps from ``h0`` and record every state.
+
+    Nudged phase: ``beta != 0`` with a ``target``. Langevin: ``T > 0`` with an
+    explicit ``generator``. Divergence is checked every ``check_every`` steps
+    and reported with the exact step.
+    """
+    check_positive_int("steps", steps, minimum=0)
+    check_positive_int("check_every", check_every)
+    cfg = _configure(net, h0, eps=eps, beta=beta, target=target, T=T, clip=clip, generator=generator,
+                     max_abs=max_abs, name="h0")
+    B = h0[0].shape[0]
+    rec = [None] + [torch.empty((steps + 1, B, n), dtype=net.dtype, device=net.device) for n in net.sizes[1:]]
+    for k in range(1, net.N + 1):
+        rec[k][0] = h0[k]
+    h = list(h0)
+    last_good, last_good_t = h, 0
+    gen_state = generator.get_state() if cfg.generator is not None else None
+    for t in range(1, steps + 1):
+        h = _step(net, h, cfg)
+        for k in range(1, net.N + 1):
+            rec[k][t] = h[k]
+        if t % check_every == 0 or t == steps:
+            if _bad_layer(h, cfg.max_abs) is not None:
+                _locate_divergence(net, last_good, cfg, last_good_t, t, gen_state)
+            last_good, last_good_t = h, t
+            gen_state = generator.get_state() if cfg.generator is not None else None
+    rec[0] = h0[0].unsqueeze(0).expand(steps + 1, *h0[0].shape)
+    return Trajectory(rec)

@@ -1,0 +1,295 @@
+"""One house style for figures, and the sidecar that makes each figure checkable.
+
+``Run.save`` writes ``<build_dir>/figures/<chapter>/<figure>.png`` and a JSON
+sidecar beside it with the provenance of the figure and its ``claims``: named
+numbers with the bound they must meet and whether they hold. ``tests/`` reads
+every sidecar and fails when a claim does not hold.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import subprocess
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from .checks import check_real
+from .io import atomic_write_bytes, atomic_write_json
+
+__all__ = ["Claim", "at_most", "at_least", "within", "Run", "style", "find_root", "resolve_device", "versions"]
+
+OPS = ("<=", ">=", "in")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A named number with a bound. ``op`` is ``<=``, ``>=`` (number bound) or ``in`` ([lo, hi])."""
+
+    name: str
+    value: float
+    bound: float | tuple[float, float]
+    op: str
+    statement: str
+
+    @property
+    def holds(self) -> bool:
+        return claim_holds(self.value, self.bound, self.op)
+
+    def to_json(self) -> dict[str, Any]:
+        bound = list(self.bound) if isinstance(self.bound, tuple) else self.bound
+        return {"value": self.value, "bound": bound, "op": self.op, "holds": self.holds, "statement": self.statement}
+
+
+def claim_holds(value: float, bound: Any, op: str) -> bool:
+    """Evaluate a claim (also used by the tests to re-check a sidecar)."""
+    if value is None or not math.isfinite(value):
+        return False
+    if op == "<=":
+        return value <= bound
+    if op == ">=":
+        return value >= bound
+    if op == "in":
+        lo, hi = bound
+        return lo <= value <= hi
+    raise ValueError(f"op: unknown claim operator {op!r}; choose one of {OPS}")
+
+
+def _num(name: str, v: Any) -> float:
+    if isinstance(v, torch.Tensor):
+        v = v.item()
+    v = float(v)
+    if math.isnan(v):
+        return v
+    return v
+
+
+def at_most(name: str, value: Any, bound: float, statement: str) -> Claim:
+    """Claim ``value ≤ bound``."""
+    return Claim(name, _num("value", value), check_real("bound", bound), "<=", statement)
+
+
+def at_least(name: str, value: Any, bound: float, statement: str) -> Claim:
+    """Claim ``value ≥ bound``."""
+    return Claim(name, _num("value", value), check_real("bound", bound), ">=", statement)
+
+
+def within(name: str, value: Any, lo: float, hi: float, statement: str) -> Claim:
+    """Claim ``lo ≤ value ≤ hi``."""
+    lo, hi = check_real("lo", lo), check_real("hi", hi)
+    if lo > hi:
+        raise ValueError(f"lo, hi: empty interval [{lo}, {hi}]")
+    return Claim(name, _num("value", value), (lo, hi), "in", statement)
+
+
+def find_root(start: Optional[Path] = None) -> Path:
+    """The repository root: the nearest folder above ``start`` holding ``_toc.yml``."""
+    p = Path(start or Path.cwd()).resolve()
+    for q in (p, *p.parents):
+        if (q / "_toc.yml").exists():
+            return q
+    raise FileNotFoundError("build_dir: could not find the book root (_toc.yml) above " + str(p))
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU; otherwise the named device (checked)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} requested but CUDA is not available")
+    return dev
+
+
+def _git_commit(root: Path) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        commit = out.stdout.strip() or "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def versions(root: Optional[Path] = None) -> dict[str, str]:
+    from . import __version__
+
+    return {
+        "git_commit": _git_commit(root or find_root()),
+        "ebmlib": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def style() -> None:
+    """The house style of every figure."""
+    import matplotlib
+
+    matplotlib.rcParams.update(
+        {
+            "figure.figsize": (6.4, 3.6),
+            "figure.dpi": 110,
+            "savefig.dpi": 110,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "font.size": 10,
+            "legend.frameon": False,
+            "figure.constrained_layout.use": True,
+        }
+    )
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    if isinstance(x, np.ndarray):
+        return [_jsonable(v) for v in x.tolist()] if x.ndim else _jsonable(x.item())
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (np.floating, float)):
+        v = float(x)
+        return v if math.isfinite(v) else None
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (torch.dtype, torch.device)):
+        return str(x)
+    return x
+
+
+class Run:
+    """The execution context of one chapter: where figures go and what they record.
+
+    Create it once in a chapter, right after the ``parameters`` cell::
+
+        run = ebmlib.Run("01-energy", profile=profile, seed=seed, device=device,
+                         dtype=dtype, params=dict(eps=eps), build_dir=build_dir)
+    """
+
+    def __init__(
+        self,
+        chapter: str,
+        *,
+        profile: str,
+        seed: int,
+        device: str = "cpu",
+        dtype: str = "float64",
+        params: Optional[dict[str, Any]] = None,
+        build_dir: Optional[str] = None,
+    ):
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed: expected an integer, got {type(seed).__name__}")
+        self.chapter = chapter
+        self.profile = profile
+        self.seed = seed
+        self.device = resolve_device(device)
+        self.dtype = getattr(torch, dtype)
+        self.params = dict(params or {})
+        self.root = find_root()
+        self.build_dir = Path(build_dir) if build_dir else self.root / "_build"
+        self.fig_dir = self.build_dir / "figures" / chapter
+        self.fig_dir.mkdir(parents=True, exist_ok=True)
+        self._versions = versions(self.root)
+        self._t = time.perf_counter()
+        self.saved: list[Path] = []
+        style()
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        """A ``torch.Generator`` on the run's device seeded with ``seed + offset``."""
+        return torch.Generator(device=self.device).manual_seed(self.seed + offset)
+
+    def tensor(self, x: Any) -> torch.Tensor:
+        """``x`` as a tensor of the run's dtype on the run's device."""
+        return torch.as_tensor(x).to(device=self.device, dtype=self.dtype)
+
+    def path(self, name: str) -> Path:
+        """A path for an extra output of this chapter (beside its figures)."""
+        return self.fig_dir / name
+
+    def glue(self, name: str, value: Any) -> Any:
+        """Glue a number (or figure) for the prose: ``{glue:text}`name:.3g```."""
+        from myst_nb import glue
+
+        if isinstance(value, torch.Tensor):
+            value = value.item()
+        glue(name, value, display=False)
+        return value
+
+    def save(
+        self,
+        fig: Any,
+        figure: str,
+        *,
+        data: dict[str, Any],
+        claims: Sequence[Claim] = (),
+        params: Optional[dict[str, Any]] = None,
+        caption: str = "",
+    ) -> dict[str, Any]:
+        """Write the PNG and its sidecar, glue the figure as ``figure``, show the claims."""
+        import io
+
+        import matplotlib.pyplot as plt
+
+        wall = time.perf_counter() - self._t
+        names = [c.name for c in claims]
+        if len(set(names)) != len(names):
+            raise ValueError(f"claims: duplicate claim names in {names}")
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        png = self.fig_dir / f"{figure}.png"
+        atomic_write_bytes(png, buf.getvalue())
+        sidecar = {
+            "figure": figure,
+            "chapter": self.chapter,
+            "profile": self.profile,
+            "seed": self.seed,
+            "device": str(self.device),
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "versions": self._versions,
+            "params": _jsonable({**self.params, **(params or {})}),
+            "wall_s": round(wall, 3),
+            "caption": caption,
+            "png": png.name,
+            "data": _jsonable(data),
+            "claims": {c.name: _jsonable(c.to_json()) for c in claims},
+        }
+        atomic_write_json(self.fig_dir / f"{figure}.json", sidecar)
+        self.saved.append(png)
+        self.glue(figure, fig)
+        plt.close(fig)
+        _show_claims(figure, claims)
+        self._t = time.perf_counter()
+        return sidecar
+
+
+def _show_claims(figure: str, claims: Iterable[Claim]) -> None:
+    lines = []
+    for c in claims:
+        b = f"[{c.bound[0]:.3g}, {c.bound[1]:.3g}]" if isinstance(c.bound, tuple) else f"{c.bound:.3g}"
+        mark = "holds" if c.holds else "FAILS"
+        lines.append(f"  {mark:5s}  {c.name}: {c.value:.6g} {c.op} {b}  ({c.statement})")
+    if lines:
+        print(f"claims of figure {figure!r}:\n" + "\n".join(lines))
+
+
+def load_sidecars(build_dir: Path) -> list[dict[str, Any]]:
+    """Every sidecar under ``<build_dir>/figures``, sorted by chapter and figure."""
+    out = []
+    for p in sorted(Path(build_dir, "figures").glob("*/*.json")):
+        out.append(json.loads(p.read_text()))
+    return out

@@ -1,0 +1,187 @@
+"""Reference gradients computed with autograd (PAPER.md §4–5).
+
+These are the yardsticks the fast closed-form dynamics are measured against.
+They build autograd graphs and are never called inside the relaxation loop.
+
+Per-layer lists follow the state convention: index ``k`` is layer ``h_k``;
+index 0 (the clamped input) is ``None`` for quantities undefined there.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .checks import check_eps, check_positive_int, check_real
+from .network import LayeredEBM, State
+
+__all__ = [
+    "autograd_force",
+    "chain_gradient",
+    "cost_gradient",
+    "hvp",
+    "hessian",
+    "implicit_gradient",
+    "adjoint",
+    "bptt",
+    "flatten",
+    "unflatten",
+]
+
+
+def _leaf_state(h: State) -> State:
+    return [h[0].detach()] + [t.detach().clone().requires_grad_(True) for t in h[1:]]
+
+
+def flatten(v: list) -> Tensor:
+    """Concatenate layers 1…N of a per-layer list into ``(B, Σ n_k)``."""
+    return torch.cat([t for t in v[1:]], dim=-1)
+
+
+def unflatten(net: LayeredEBM, z: Tensor, first=None) -> list:
+    """Inverse of :func:`flatten`; ``first`` goes at index 0."""
+    return [first] + list(torch.split(z, list(net.sizes[1:]), dim=-1))
+
+
+def autograd_force(net: LayeredEBM, h: State, beta: float = 0.0, target: Optional[Tensor] = None) -> State:
+    """−∂F/∂h by autograd (``f[0]`` is zero: the input is clamped)."""
+    net.check_state(h)
+    beta = check_real("beta", beta)
+    hs = _leaf_state(h)
+    F = net.total_energy(hs, beta, target).sum()
+    grads = torch.autograd.grad(F, hs[1:])
+    return [torch.zeros_like(h[0])] + [-g for g in grads]
+
+
+def cost_gradient(net: LayeredEBM, h: State, target: Tensor) -> list:
+    """∂C/∂h: zero on hidden layers, ``y − d`` on the output (index 0 is None)."""
+    net.check_state(h)
+    target = net.check_target(target, h[0].shape[0])
+    g: list = [None] + [torch.zeros_like(t) for t in h[1:]]
+    g[net.N] = h[net.N] - target
+    return g
+
+
+def chain_gradient(net: LayeredEBM, h_star: State, target: Tensor) -> list:
+    """Back-propagation through the one-way maps at the fixed point (PAPER.md §4).
+
+    g_N = y* − d,  g_k = J_k g_{k+1},  J_k = D_k W_{k+1} D_{k+1} = ∂R_k/∂h_{k+1}.
+    Each ``J_k g_{k+1}`` is the vector–Jacobian product of ``h_k ↦ R_{k+1}``
+    (whose Jacobian is ``J_kᵀ``), taken by autograd.
+    """
+    net.check_state(h_star, "h_star")
+    target = net.check_target(target, h_star[0].shape[0])
+    N = net.N
+    g: list = [None] * (N + 1)
+    g[N] = (h_star[N] - target).detach()
+    hs = _leaf_state(h_star)
+    f = net.force(hs)
+    for k in range(N - 1, 0, -1):
+        (g[k],) = torch.autograd.grad(f[k + 1], hs[k], grad_outputs=g[k + 1], retain_graph=True)
+    return g
+
+
+def hvp(net: LayeredEBM, h: State, v: list, beta: float = 0.0, target: Optional[Tensor] = None) -> list:
+    """Hessian-vector product ``H v`` with ``H = ∂²F/∂h²`` at ``h`` (per sample)."""
+    hs = _leaf_state(h)
+    F = net.total_energy(hs, beta, target).sum()
+    grads = torch.autograd.grad(F, hs[1:], create_graph=True)
+    dot = sum((gk * vk).sum() for gk, vk in zip(grads, v[1:]))
+    Hv = torch.autograd.grad(dot, hs[1:])
+    return [None] + list(Hv)
+
+
+def hessian(net: LayeredEBM, h: State, beta: float = 0.0, target: Optional[Tensor] = None) -> Tensor:
+    """Dense Hessian ``∂²F/∂h²`` per sample, shape ``(B, n, n)`` with ``n = Σ_{k≥1} n_k``.
+
+    Built column by column from Hessian-vector products (fine for the small
+    networks of the identities; use :func:`hvp` for large ones).
+    """
+    net.check_state(h)
+    B, n = h[0].shape[0], sum(net.sizes[1:])
+    hs = _leaf_state(h)
+    F = net.total_energy(hs, beta, target).sum()
+    grads = torch.cat(torch.autograd.grad(F, hs[1:], create_graph=True), dim=-1)  # (B, n)
+    H = torch.empty(B, n, n, dtype=net.dtype, device=net.device)
+    eye = torch.eye(n, dtype=net.dtype, device=net.device)
+    for i in range(n):
+        cols = torch.autograd.grad(grads, hs[1:], grad_outputs=eye[i].expand(B, n), retain_graph=True)
+        H[:, :, i] = torch.cat(cols, dim=-1)
+    return H
+
+
+def implicit_gradient(net: LayeredEBM, h_star: State, target: Tensor) -> list:
+    """The fixed point's linear response ``−H⁻¹ ∂C/∂h`` (PAPER.md §5, late time).
+
+    This is ``lim_{β→0} (h^β_* − h*)/β``, the recurrent back-propagation of
+    Almeida–Pineda, to compare with the chain gradient ``−g_k``.
+    """
+    c = flatten(cost_gradient(net, h_star, target))
+    H = hessian(net, h_star)
+    u = -torch.linalg.solve(H, c.unsqueeze(-1)).squeeze(-1)
+    return unflatten(net, u)
+
+
+def adjoint(net: LayeredEBM, h_star: State, target: Tensor, steps: int, eps: float) -> list:
+    """S̄_t for t = 0 … steps−1: ``S̄_0 = ∂C/∂h(h*)``, ``S̄_{t+1} = (I − εH) S̄_t``.
+
+    Returns per layer a tensor ``(steps, B, n_k)`` (index 0 is None).
+    """
+    check_positive_int("steps", steps)
+    eps = check_eps(eps)
+    S = cost_gradient(net, h_star, target)
+    out = [[] for _ in range(net.N + 1)]
+    for _ in range(steps):
+        for k in range(1, net.N + 1):
+            out[k].append(S[k])
+        HS = hvp(net, h_star, S)
+        S = [None] + [S[k] - eps * HS[k] for k in range(1, net.N + 1)]
+    return [None] + [torch.stack(out[k]) for k in range(1, net.N + 1)]
+
+
+def bptt(
+    net: LayeredEBM,
+    h_star: State,
+    target: Tensor,
+    steps: int,
+    eps: float,
+    clip: Optional[bool] = None,
+) -> list:
+    """∂C(h_T)/∂h_{T−t} for t = 0 … steps−1 through an unrolled free phase from ``h_star``.
+
+    The free phase is unrolled for ``T = steps − 1`` Euler steps with autograd;
+    for a converged ``h_star`` this equals the adjoint ``S̄_t`` (PAPER.md §5).
+    Returns per layer a tensor ``(steps, B, n_k)`` (index 0 is None).
+    """
+    net.check_state(h_star, "h_star")
+    check_positive_int("steps", steps)
+    eps = check_eps(eps)
+    if clip is None:
+        clip = net.activation.clip_by_default
+    T = steps - 1
+    states = [_leaf_state(h_star)]
+    drive = net.input_drive(h_star[0])
+    for _ in range(T):
+        h = states[-1]
+        f = net.force(h, drive=drive)
+        new = [h[0]]
+        for k in range(1, net.N + 1):
+            hk = h[k] + eps * f[k]
+            if clip:
+                hk = hk.clamp(net.activation.lo, net.activation.hi)
+            new.append(hk)
+        states.append(new)
+    C = net.cost(states[-1], target).sum()
+    flat_inputs = [s[k] for s in states for k in range(1, net.N + 1)]
+    grads = torch.autograd.grad(C, flat_inputs, allow_unused=True)
+    out = []
+    for k in range(1, net.N + 1):
+        per_t = []
+        for t in range(steps):
+            s = T - t
+            gk = grads[s * net.N + (k - 1)]
+            per_t.append(torch.zeros_like(h_star[k]) if gk is None else gk)
+        out.append(torch.stack(per_t))
+    return [None] + out

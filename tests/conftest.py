@@ -1,0 +1,49 @@
+"""Shared fixtures: random networks in float64 and the smoke execution of the book."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import ebmlib as eb
+
+ROOT = Path(__file__).resolve().parents[1]
+f64 = torch.float64
+
+
+def random_net(sizes, activation="sigmoid", seed=0, gain=2.0, bias_std=0.5, dtype=f64, device="cpu"):
+    return eb.LayeredEBM(sizes, activation, seed=seed, gain=gain, bias_std=bias_std, dtype=dtype, device=device)
+
+
+def random_batch(net, B=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(B, net.sizes[0], generator=g, dtype=net.dtype).to(net.device)
+    d = torch.rand(B, net.sizes[-1], generator=g, dtype=net.dtype).to(net.device)
+    h = [x] + [torch.randn(B, n, generator=g, dtype=net.dtype).to(net.device) for n in net.sizes[1:]]
+    return x, d, h
+
+
+@pytest.fixture(scope="session")
+def smoke_build() -> Path:
+    """Execute every chapter once under the smoke profile into _build/test (shared by the slow tests)."""
+    from ebmlib import book
+
+    build = ROOT / "_build" / "test"
+    if os.environ.get("EBMLIB_REUSE_SMOKE") and (build / "executed").exists():
+        return build
+    import shutil
+
+    shutil.rmtree(build / "figures", ignore_errors=True)
+    book.execute(["all"], profile="smoke", build_dir=build, root=ROOT)
+    return build
+
+
+@pytest.fixture(scope="session")
+def smoke_site(smoke_build: Path) -> Path:
+    """The strict site build from the smoke-executed notebooks."""
+    from ebmlib import book
+
+    return book.build(build_dir=smoke_build, root=ROOT)
