@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 
 from .activations import ACTIVATIONS, Activation, get_activation
 from .checks import DivergenceError
+from .data import Dataset, load_digits, load_idx_dataset, one_hot, read_idx
 from .dynamics import Relaxation, Trajectory, relax, run, step
 from .figures import Claim, Run, at_least, at_most, resolve_device, within
 from .gradients import (
@@ -31,6 +32,11 @@ __all__ = [
     "Activation",
     "get_activation",
     "DivergenceError",
+    "Dataset",
+    "load_digits",
+    "load_idx_dataset",
+    "one_hot",
+    "read_idx",
     "LayeredEBM",
     "Relaxation",
     "Trajectory",
