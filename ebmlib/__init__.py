@@ -7,6 +7,7 @@ weights ``W[k]`` of shape ``(n_{k-1}, n_k)``, batch-first tensors.
 __version__ = "0.1.0"
 
 from .activations import ACTIVATIONS, Activation, get_activation
+from .arrival import FirstArrival, displaced_arrival, first_arrival
 from .checks import DivergenceError
 from .data import Dataset, load_digits, load_idx_dataset, one_hot, read_idx
 from .dynamics import Relaxation, Trajectory, relax, run, step
@@ -32,6 +33,9 @@ __all__ = [
     "Activation",
     "get_activation",
     "DivergenceError",
+    "FirstArrival",
+    "first_arrival",
+    "displaced_arrival",
     "Dataset",
     "load_digits",
     "load_idx_dataset",

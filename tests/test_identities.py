@@ -72,3 +72,14 @@ def test_fixed_point_response_is_implicit_gradient(five_layer):
     for k in range(1, net.N + 1):
         resp = (rb.h[k] - h_star[k]) / BETA
         assert float((resp - u[k]).norm() / u[k].norm()) <= 1e-3
+
+
+def test_arrival_module_matches(five_layer):
+    net, x, d, h_star = five_layer
+    fa = eb.first_arrival(net, h_star, d, eps=EPS, beta=BETA)
+    assert all(fa.silent[1:])
+    assert fa.worst_cos() >= 1 - 1e-6 and fa.worst_ratio_error() <= 1e-3
+    da = eb.displaced_arrival(net, h_star, d, eps=EPS, eta=1e-6)
+    assert all(da.silent[1:]) and da.worst_cos() >= 1 - 1e-6 and da.worst_ratio_error() <= 1e-3
+    with pytest.raises(ValueError, match="beta"):
+        eb.first_arrival(net, h_star, d, eps=EPS, beta=0.0)
