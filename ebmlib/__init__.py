@@ -10,7 +10,15 @@ from .activations import ACTIVATIONS, Activation, get_activation
 from .arrival import FirstArrival, displaced_arrival, first_arrival
 from .checks import DivergenceError
 from .data import Dataset, load_digits, load_idx_dataset, one_hot, read_idx
+from . import estimators
 from .dynamics import Relaxation, Trajectory, relax, run, step
+from .estimators import (
+    chain_param_gradient,
+    ep_gradient,
+    ep_symmetric_gradient,
+    implicit_param_gradient,
+    plasticity_gradient,
+)
 from .figures import Claim, Run, at_least, at_most, resolve_device, within
 from .gradients import (
     adjoint,
@@ -47,6 +55,12 @@ __all__ = [
     "relax",
     "run",
     "step",
+    "estimators",
+    "chain_param_gradient",
+    "ep_gradient",
+    "ep_symmetric_gradient",
+    "implicit_param_gradient",
+    "plasticity_gradient",
     "Claim",
     "Run",
     "at_least",
