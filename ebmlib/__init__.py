@@ -6,11 +6,11 @@ weights ``W[k]`` of shape ``(n_{k-1}, n_k)``, batch-first tensors.
 
 __version__ = "0.1.0"
 
+from . import estimators
 from .activations import ACTIVATIONS, Activation, get_activation
 from .arrival import FirstArrival, displaced_arrival, first_arrival
 from .checks import DivergenceError
 from .data import Dataset, load_digits, load_idx_dataset, one_hot, read_idx
-from . import estimators
 from .dynamics import Relaxation, Trajectory, relax, run, step
 from .estimators import (
     chain_param_gradient,
