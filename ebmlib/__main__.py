@@ -7,6 +7,8 @@ Examples::
     python -m ebmlib run all --profile book
     python -m ebmlib build                 # site from the executed notebooks
     python -m ebmlib book --profile book   # run all + build, prints the page to open
+    python -m ebmlib student               # the student edition (solutions removed)
+    python -m ebmlib pdf                   # _build/pdf/book.pdf via headless Chromium
 """
 
 from __future__ import annotations
@@ -54,9 +56,23 @@ def main(argv: list[str] | None = None) -> int:
     p_book.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"))
     common(p_book)
 
+    p_student = sub.add_parser("student", help="the student edition (no solutions); executes missing chapters first")
+    p_student.add_argument("--profile", default="book", help="profile for chapters not executed yet")
+    common(p_student)
+
+    p_pdf = sub.add_parser("pdf", help="the book as one PDF (headless Chromium); executes missing chapters first")
+    p_pdf.add_argument("--profile", default="book", help="profile for chapters not executed yet")
+    p_pdf.add_argument("--out", type=Path, default=None, help="PDF path (default: <build>/pdf/book.pdf)")
+    common(p_pdf)
+
     p_bench = sub.add_parser("bench", help="benchmark the relaxation loop (writes _build/bench.json)")
     p_bench.add_argument("rest", nargs=argparse.REMAINDER)
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # its own options (--quick, --chapters, ...) go through untouched
+        from . import bench
+
+        return bench.main(argv[1:])
     args = ap.parse_args(argv)
     try:
         if args.cmd == "list":
@@ -77,6 +93,13 @@ def main(argv: list[str] | None = None) -> int:
             for name, wall in times.items():
                 print(f"  {name:32s} {wall:7.1f} s")
             print(f"open {out / 'index.html'}")
+        elif args.cmd == "student":
+            book.execute_missing(profile=args.profile, build_dir=args.build_dir)
+            out = book.build(build_dir=args.build_dir, edition="student")
+            print(f"open {out / 'chapters' / 'intro.html'}")
+        elif args.cmd == "pdf":
+            book.execute_missing(profile=args.profile, build_dir=args.build_dir)
+            print(f"wrote {book.pdf(build_dir=args.build_dir, out=args.out)}")
         elif args.cmd == "bench":
             from . import bench
 

@@ -19,13 +19,13 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .checks import check_eps, check_real
+from .checks import check_eps, check_real, check_tensor
 from .dynamics import run
 from .gradients import chain_gradient
 from .measures import cosine, magnitude_ratio
 from .network import LayeredEBM, State
 
-__all__ = ["FirstArrival", "first_arrival", "displaced_arrival"]
+__all__ = ["FirstArrival", "first_arrival", "displaced_arrival", "pinned_units", "one_sided_chain_gradient"]
 
 
 @dataclass
@@ -70,6 +70,49 @@ def _summarise(net: LayeredEBM, delta: list, arrival: list, predicted: list, g: 
     return FirstArrival([None] + [N - k for k in range(1, N + 1)], delta, arrival, predicted, g, silent, cos, ratio)
 
 
+def pinned_units(net: LayeredEBM, h: State, clip: Optional[bool] = None) -> list:
+    """Units held at a clip boundary: per layer a bool tensor (index 0 is None).
+
+    With clipping (the hard sigmoid's default), a unit at the lower bound whose force is
+    negative, or at the upper bound whose force is positive, is put back on the bound by every
+    step: a small push does not move it, although ρ' (inclusive at the bounds, like autograd of
+    ``clamp``) is 1 there. Without clipping no unit is pinned.
+    """
+    net.check_state(h, "h")
+    if clip is None:
+        clip = net.activation.clip_by_default
+    if not isinstance(clip, bool):
+        raise TypeError(f"clip: expected bool or None, got {type(clip).__name__}")
+    out: list = [None]
+    f = net.force(h)
+    lo, hi = net.activation.lo, net.activation.hi
+    for k in range(1, net.N + 1):
+        if clip:
+            out.append(((h[k] <= lo) & (f[k] < 0)) | ((h[k] >= hi) & (f[k] > 0)))
+        else:
+            out.append(torch.zeros_like(h[k], dtype=torch.bool))
+    return out
+
+
+def one_sided_chain_gradient(net: LayeredEBM, h_star: State, target: Tensor, clip: Optional[bool] = None) -> list:
+    """The chain gradient of the clipped dynamics: g̃_N = M_N ⊙ (y* − d), g̃_k = M_k ⊙ J_k g̃_{k+1}.
+
+    ``M_k`` is 0 on :func:`pinned_units` and 1 elsewhere, i.e. ρ' taken as 0 at a pinned unit
+    (the one-sided derivative of the clipped step). Equals :func:`chain_gradient` when no unit is
+    pinned. Closed form: J_k g = ρ'(h_k) ⊙ W_{k+1} (ρ'(h_{k+1}) ⊙ g).
+    """
+    pinned = pinned_units(net, h_star, clip)
+    target = check_tensor("target", target, shape=tuple(h_star[net.N].shape), dtype=net.dtype, device=net.device)
+    N = net.N
+    drho = [None] + [net.activation.drho(h_star[k]) for k in range(1, N + 1)]
+    g: list = [None] * (N + 1)
+    g[N] = torch.where(pinned[N], 0.0, h_star[N] - target)
+    for k in range(N - 1, 0, -1):
+        gk = drho[k] * ((drho[k + 1] * g[k + 1]) @ net.W[k + 1].T)
+        g[k] = torch.where(pinned[k], 0.0, gk)
+    return g
+
+
 def first_arrival(
     net: LayeredEBM,
     h_star: State,
@@ -78,13 +121,20 @@ def first_arrival(
     eps: float,
     beta: float,
     clip: Optional[bool] = None,
+    one_sided: bool = False,
 ) -> FirstArrival:
-    """Measure δ_k(d+1) against −β ε^{d+1} g_k for every layer (float64 recommended)."""
+    """Measure δ_k(d+1) against −β ε^{d+1} g_k for every layer (float64 recommended).
+
+    ``one_sided=True`` predicts with :func:`one_sided_chain_gradient` (pinned units masked)
+    instead of :func:`chain_gradient`.
+    """
     eps = check_eps(eps)
     beta = check_real("beta", beta)
     if beta == 0.0:
         raise ValueError("beta: must be non-zero to nudge the output")
-    g = chain_gradient(net, h_star, target)
+    if not isinstance(one_sided, bool):
+        raise TypeError(f"one_sided: expected bool, got {type(one_sided).__name__}")
+    g = one_sided_chain_gradient(net, h_star, target, clip) if one_sided else chain_gradient(net, h_star, target)
     N = net.N
     nudged = run(net, h_star, steps=N + 1, eps=eps, beta=beta, target=target, clip=clip)
     free = run(net, h_star, steps=N + 1, eps=eps, clip=clip)

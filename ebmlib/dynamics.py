@@ -5,7 +5,11 @@
 Every layer is updated from the previous state (synchronous). Forces are in
 closed form (no autograd), the input drive ``b_1 + W_1ᵀx`` is computed once per
 call, ρ(h) once per step, and the host is asked about convergence or
-divergence only every ``check_every`` steps.
+divergence only every ``check_every`` steps (one sync for both).
+
+The hot loop (``_step``) fuses the force with the Euler update; it is checked
+against the straightforward step ``ebmlib.bench.reference_step`` to 1e-12 in
+float64 (tests/test_perf.py) and timed by ``python -m ebmlib bench``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from .activations import ACTIVATIONS, Activation
 from .checks import DivergenceError, check_eps, check_positive_int, check_real, check_temperature
 from .network import LayeredEBM, State
 
@@ -33,6 +38,9 @@ class _Config:
     generator: Optional[torch.Generator]
     drive: Tensor
     max_abs: float
+    beta_target: Optional[Tensor] = None  # β·d, hoisted out of the loop
+    schedule: str = "synchronous"  # or "alternate": odd layers, then even layers (relax only)
+    WT: list = field(default_factory=list)  # [None, W_1ᵀ, …, W_Nᵀ]: transposed views, made once per call
 
 
 def _configure(
@@ -74,15 +82,82 @@ def _configure(
     if not isinstance(clip, bool):
         raise TypeError(f"clip: expected bool or None, got {type(clip).__name__}")
     bounds = (net.activation.lo, net.activation.hi) if clip else None
-    return _Config(eps, beta, target, math.sqrt(2.0 * eps * T), bounds, generator, net.input_drive(h[0]), max_abs)
+    beta_target = beta * target if beta != 0.0 else None
+    return _Config(eps, beta, target, math.sqrt(2.0 * eps * T), bounds, generator, net.input_drive(h[0]), max_abs,
+                   beta_target, WT=[None] + [net.W[k].T for k in range(1, net.N + 1)])
 
 
-def _step(net: LayeredEBM, h: State, cfg: _Config) -> State:
-    """One synchronous step; returns a new state list (``h`` is not modified)."""
-    f = net.force(h, cfg.beta, cfg.target, drive=cfg.drive)
+def _rho(act: Activation, h: Tensor) -> Tensor:
+    """ρ(h) alone for the library's activations (ρ' is applied later by :func:`_times_drho`)."""
+    if act is _SIGMOID:
+        return torch.sigmoid(h)
+    if act is _TANH:
+        return torch.tanh(h)
+    if act is _HARD_SIGMOID:
+        return h.clamp(0.0, 1.0)
+    return act.rho(h)
+
+
+def _times_drho(act: Activation, h: Tensor, r: Tensor, pre: Tensor) -> Tensor:
+    """``pre ← ρ'(h) ⊙ pre`` in place, with ``r = ρ(h)``; two elementwise passes, no ρ' tensor.
+
+    sigmoid: ρ' = r(1 − r), so ``pre·r − (pre·r)·r``; tanh: ρ' = 1 − r², so ``pre − (pre·r)·r``;
+    hard sigmoid: ρ' = 1 where 0 ≤ h ≤ 1 (inclusive), i.e. where ``clip(h) == h``. Other
+    activations use their own ``drho``. Same values as ``act.drho(h) * pre`` up to rounding.
+    """
+    if act is _SIGMOID:
+        pre.mul_(r)
+        return pre.addcmul_(pre, r, value=-1.0)
+    if act is _TANH:
+        return pre.addcmul_(pre * r, r, value=-1.0)
+    if act is _HARD_SIGMOID:
+        return pre.mul_(r == h)
+    return pre.mul_(act.drho(h))
+
+
+_SIGMOID, _TANH, _HARD_SIGMOID = ACTIVATIONS["sigmoid"], ACTIVATIONS["tanh"], ACTIVATIONS["hard_sigmoid"]
+
+
+def _step(
+    net: LayeredEBM, h: State, cfg: _Config, out: Optional[State] = None, parity: Optional[int] = None
+) -> State:
+    """One synchronous step; returns a new state list (``h`` is not modified).
+
+    With ``parity`` (0 or 1) only the layers ``k ≡ parity (mod 2)`` move; the others are
+    passed through (the same tensors). ``out`` is not supported together with ``parity``.
+
+    ``h_k ← h_k + ε(ρ'(h_k) ⊙ pre_k − h_k)`` with ``pre_k = b_k + W_kᵀρ(h_{k−1}) + W_{k+1}ρ(h_{k+1})``
+    (+ ``β(d − y)`` on the output), i.e. ``net.force`` fused with the Euler update: ρ and ρ' once per
+    layer, ρ' folded into ``pre``, one ``addmm`` per coupling accumulated in place, the hoisted drive
+    and β·d, and the new
+    state written by one ``lerp`` (into ``out[k]`` when given, e.g. a slot of a trajectory).
+    """
+    N = net.N
+    W, WT, b = net.W, cfg.WT, net.b
+    eps = cfg.eps
+    act = net.activation
+    rho: list[Tensor] = [h[0]] + [_rho(act, h[k]) for k in range(1, N + 1)]
     new = [h[0]]
-    for k in range(1, net.N + 1):
-        hk = torch.add(h[k], f[k], alpha=cfg.eps)
+    for k in range(1, N + 1):
+        hk = h[k]
+        if parity is not None and k % 2 != parity:
+            new.append(hk)
+            continue
+        if k == 1:
+            # a new tensor: never write into the hoisted drive
+            pre = torch.addmm(cfg.drive, rho[2], WT[2]) if N > 1 else cfg.drive.clone()
+        else:
+            pre = torch.addmm(b[k], rho[k - 1], W[k])
+            if k < N:
+                pre.addmm_(rho[k + 1], WT[k + 1])
+        _times_drho(act, hk, rho[k], pre)
+        dst = out[k] if out is not None else None
+        if k == N and cfg.beta_target is not None:
+            # f_N = ρ'⊙pre + βd − (1 + β) y
+            pre.add_(cfg.beta_target).sub_(hk, alpha=1.0 + cfg.beta)
+            hk = torch.add(hk, pre, alpha=eps, out=dst) if dst is not None else torch.add(hk, pre, alpha=eps)
+        else:
+            hk = torch.lerp(hk, pre, eps, out=dst) if dst is not None else torch.lerp(hk, pre, eps)
         if cfg.noise_std > 0.0:
             noise = torch.randn(hk.shape, generator=cfg.generator, dtype=hk.dtype, device=hk.device)
             hk.add_(noise, alpha=cfg.noise_std)
@@ -92,11 +167,37 @@ def _step(net: LayeredEBM, h: State, cfg: _Config) -> State:
     return new
 
 
+def _advance(net: LayeredEBM, h: State, cfg: _Config) -> State:
+    """One step of ``cfg.schedule``: synchronous, or an odd-layer half step then an even-layer one."""
+    if cfg.schedule == "alternate":
+        return _step(net, _step(net, h, cfg, parity=1), cfg, parity=0)
+    return _step(net, h, cfg)
+
+
+def _max_abs(t: Tensor) -> Tensor:
+    """max |t| as a 0-d tensor; NaN if ``t`` holds a NaN (amax propagates it), 0 if ``t`` is empty."""
+    return t.abs().amax() if t.numel() else t.new_zeros(())
+
+
+def _layer_stats(h: State, prev: Optional[State] = None) -> list[float]:
+    """``max|h_k|`` for k = 1…N, then ``max|h_k − prev_k|`` when ``prev`` is given: one host sync."""
+    vals = [_max_abs(h[k]) for k in range(1, len(h))]
+    if prev is not None:
+        vals += [_max_abs(h[k] - prev[k]) for k in range(1, len(h))]
+    return torch.stack(vals).tolist()
+
+
+def _first_bad(maxima: list[float], max_abs: float) -> Optional[int]:
+    """First layer whose ``max|h_k|`` is NaN, infinite or beyond ``max_abs``."""
+    for k, m in enumerate(maxima, start=1):
+        if not m <= max_abs:
+            return k
+    return None
+
+
 def _bad_layer(h: State, max_abs: float) -> Optional[int]:
     """First layer holding a non-finite value or one beyond ``max_abs`` (one host sync)."""
-    flags = torch.stack([(~torch.isfinite(h[k]) | (h[k].abs() > max_abs)).any() for k in range(1, len(h))])
-    bad = torch.nonzero(flags).flatten().tolist()
-    return bad[0] + 1 if bad else None
+    return _first_bad(_layer_stats(h), max_abs)
 
 
 def _locate_divergence(
@@ -106,7 +207,7 @@ def _locate_divergence(
     if cfg.generator is not None and gen_state is not None:
         cfg.generator.set_state(gen_state)
     for t in range(start + 1, stop + 1):
-        h = _step(net, h, cfg)
+        h = _advance(net, h, cfg)
         layer = _bad_layer(h, cfg.max_abs)
         if layer is not None:
             raise DivergenceError(t, layer, f"non-finite or |h| > {cfg.max_abs:g}")
@@ -157,12 +258,18 @@ def relax(
     check_every: int = 10,
     clip: Optional[bool] = None,
     max_abs: float = 1e6,
+    schedule: str = "synchronous",
 ) -> Relaxation:
     """Run the deterministic dynamics until the residual is ≤ ``tol`` or ``max_steps``.
 
     Starts from ``h0`` (default: zeros). The residual is read every
     ``check_every`` steps only (one host sync each). Raises
     :class:`DivergenceError` naming the step if the state blows up.
+
+    ``schedule="alternate"`` updates the odd layers, then the even layers from the
+    new odd ones (one step = one such sweep, the same matrix products as a
+    synchronous step): the same fixed points (the force vanishes at both), usually
+    in fewer steps, but a different trajectory, so never for early-step studies.
     """
     if h0 is None:
         h = net.init_state(x)
@@ -171,6 +278,9 @@ def relax(
             raise ValueError(f"h0: expected a list [x, h_1, ..., h_N] of length {net.N + 1}")
         h = net.check_state([x] + [t.clone() for t in h0[1:]], "h0")
     cfg = _configure(net, h, eps=eps, beta=beta, target=target, T=0.0, clip=clip, generator=None, max_abs=max_abs)
+    if schedule not in ("synchronous", "alternate"):
+        raise ValueError(f"schedule: expected 'synchronous' or 'alternate', got {schedule!r}")
+    cfg.schedule = schedule
     tol = check_real("tol", tol)
     check_positive_int("max_steps", max_steps, minimum=0)
     check_positive_int("check_every", check_every)
@@ -180,15 +290,15 @@ def relax(
     while t < max_steps:
         n = min(check_every, max_steps - t)
         for _ in range(n - 1):
-            h = _step(net, h, cfg)
+            h = _advance(net, h, cfg)
         prev = h
-        h = _step(net, prev, cfg)
+        h = _advance(net, prev, cfg)
         t += n
-        layer = _bad_layer(h, cfg.max_abs)
-        if layer is not None:
+        stats = _layer_stats(h, prev)  # divergence and residual with one host sync
+        if _first_bad(stats[: net.N], cfg.max_abs) is not None:
             _locate_divergence(net, last_good, cfg, last_good_t, t, None)
         last_good, last_good_t = h, t
-        residual = max(float((h[k] - prev[k]).abs().max()) for k in range(1, net.N + 1)) / cfg.eps
+        residual = max(stats[net.N:]) / cfg.eps
         history.append((t, residual))
         if residual <= tol:
             return Relaxation(h, t, residual, True, history)
@@ -245,9 +355,7 @@ def run(
     last_good, last_good_t = h, 0
     gen_state = generator.get_state() if cfg.generator is not None else None
     for t in range(1, steps + 1):
-        h = _step(net, h, cfg)
-        for k in range(1, net.N + 1):
-            rec[k][t] = h[k]
+        h = _step(net, h, cfg, out=[None] + [rec[k][t] for k in range(1, net.N + 1)])  # written in place
         if t % check_every == 0 or t == steps:
             if _bad_layer(h, cfg.max_abs) is not None:
                 _locate_divergence(net, last_good, cfg, last_good_t, t, gen_state)

@@ -227,6 +227,8 @@ class Run:
 
         if isinstance(value, torch.Tensor):
             value = value.item()
+        if isinstance(value, np.generic):
+            value = value.item()  # numpy scalars break glue's text/plain formatting
         glue(name, value, display=False)
         return value
 
@@ -239,8 +241,12 @@ class Run:
         claims: Sequence[Claim] = (),
         params: Optional[dict[str, Any]] = None,
         caption: str = "",
-    ) -> dict[str, Any]:
-        """Write the PNG and its sidecar, glue the figure as ``figure``, show the claims."""
+    ) -> None:
+        """Write the PNG and its sidecar, glue the figure as ``figure``, show the claims.
+
+        Returns nothing (so a notebook cell ending with it shows no dict); the
+        sidecar is ``run.path(figure + ".json")``.
+        """
         import io
 
         import matplotlib.pyplot as plt
@@ -274,7 +280,6 @@ class Run:
         plt.close(fig)
         _show_claims(figure, claims)
         self._t = time.perf_counter()
-        return sidecar
 
 
 def _show_claims(figure: str, claims: Iterable[Claim]) -> None:

@@ -42,3 +42,22 @@ def test_langevin_generator_on_cuda():
     g = torch.Generator(device="cuda").manual_seed(0)
     tr = eb.run(net, net.init_state(x), steps=5, eps=0.1, T=0.1, generator=g)
     assert tr.h[1].is_cuda
+
+
+@cuda
+def test_float32_ep_training_step_on_cuda_matches_cpu():
+    """Free phase, nudged phase and the EP weight update (ebmlib.bench.ep_update), float32, CPU vs CUDA."""
+    from ebmlib import bench
+
+    nets = [random_net([30, 20, 10], "hard_sigmoid", seed=4, gain=1.0, dtype=torch.float32)]
+    nets.append(nets[0].to("cuda"))
+    x, d, h = random_batch(nets[0], B=8)
+    out = []
+    for net in nets:
+        xs, ds = x.to(net.device), d.to(net.device)
+        free = eb.relax(net, xs, eps=0.5, tol=0.0, max_steps=20).h
+        nudged = eb.relax(net, xs, free, eps=0.5, beta=1.0, target=ds, tol=0.0, max_steps=4).h
+        bench.ep_update(net, free, nudged, 1.0, [0.1, 0.05])
+        out.append([t.cpu() for t in nudged[1:]] + [p.cpu() for p in net.parameters()])
+    for a, b in zip(*out):
+        assert torch.allclose(b, a, atol=1e-5)

@@ -1,0 +1,383 @@
+"""Trainers: Equilibrium Propagation, a first-arrival rule and the back-propagation baseline (PAPER.md §5–6).
+
+One configuration (:class:`TrainConfig`) and one loop (:func:`train`) for four methods,
+all from the same initial weights ``LayeredEBM(sizes, activation, seed=cfg.seed)``:
+
+- ``"ep"``: one-sided EP (Scellier & Bengio 2017). Free phase of ``free_steps`` Euler
+  steps (from the persistent state of each example), nudged phase of ``nudged_steps``
+  steps with β (sign drawn per minibatch when ``random_sign``), update
+  ``θ ← θ − lr_k (1/β)(∂E/∂θ(h^β) − ∂E/∂θ(h*))`` (:func:`ebmlib.ep_gradient`).
+- ``"ep_symmetric"``: nudged phases with +β and −β from the same free state,
+  ``(1/2β)(∂E/∂θ(h^{+β}) − ∂E/∂θ(h^{−β}))`` (:func:`ebmlib.ep_symmetric_gradient`).
+- ``"first_arrival"``: only the first non-zero temporal derivative of each layer.
+  From the free state run ``N+1`` nudged and free steps, read
+  ``δ_k(d+1) = −β ε^{d+1} g_k + O(β²)`` (PAPER.md §4 (b)) and use
+  ``ĝ_k = −δ_k(d+1)/(β ε^{d+1})`` in ``∂C/∂W_k = ρ(h_{k−1})ᵀ(ρ'(h_k) ⊙ ĝ_k)``;
+  ``drho=False`` drops the ``ρ'(h_k)`` factor (the plain Bengio et al. rule).
+- ``"bp"``: back-propagation (autograd) through the feedforward net with the same
+  sizes, activation and initial weights, ``r_k = ρ(r_{k−1} W_k + b_k)``, ``r_0 = x``,
+  output ``y = r_N``, cost ``½‖y − d‖²``, the same per-layer rates and minibatches.
+  For the hard sigmoid it is the fixed point of the energy model without feedback.
+
+β is in the ½‖·‖² convention of this book (the official EP code's β 0.5 is β 1.0 here).
+Predictions are the argmax of the output at the free fixed point (EBM) or of ``r_N`` (bp).
+Training checkpoints atomically after every epoch and resumes bit-for-bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .checks import check_eps, check_positive_int, check_real
+from .data import Dataset
+from .dynamics import relax, run
+from .estimators import ep_gradient, ep_symmetric_gradient
+from .io import atomic_torch_save
+from .network import LayeredEBM, State
+
+__all__ = ["METHODS", "TrainConfig", "History", "mlp_forward", "predict", "evaluate", "first_arrival_gradient",
+           "train"]
+
+METHODS = ("bp", "ep", "ep_symmetric", "first_arrival")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (the defaults are Scellier & Bengio's 784-500-10 setting).
+
+    ``lrs`` holds one learning rate per layer ``k = 1 … N`` (for ``W_k`` and ``b_k``).
+    ``eval_steps`` caps the free relaxation used for evaluation (from zero, tolerance ``eval_tol``).
+    """
+
+    sizes: tuple = (784, 500, 10)
+    activation: str = "hard_sigmoid"
+    method: str = "ep"
+    eps: float = 0.5
+    free_steps: int = 20
+    nudged_steps: int = 4
+    beta: float = 1.0
+    random_sign: bool = True
+    lrs: tuple = (0.1, 0.05)
+    batch_size: int = 20
+    epochs: int = 1
+    persistent: bool = True
+    drho: bool = True
+    bp_state_drho: bool = True
+    eval_steps: int = 200
+    eval_tol: float = 1e-4
+    seed: int = 0
+    dtype: str = "float32"
+    device: str = "cpu"
+    checkpoint: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.sizes, (list, tuple)) or len(self.sizes) < 2:
+            raise ValueError("sizes: need at least two layer sizes (input and output)")
+        self.sizes = tuple(check_positive_int(f"sizes[{i}]", n) for i, n in enumerate(self.sizes))
+        if self.method not in METHODS:
+            raise ValueError(f"method: unknown method {self.method!r}; choose one of {METHODS}")
+        check_eps(self.eps)
+        check_positive_int("free_steps", self.free_steps)
+        check_positive_int("nudged_steps", self.nudged_steps)
+        if check_real("beta", self.beta) == 0.0:
+            raise ValueError("beta: must be non-zero")
+        if not isinstance(self.lrs, (list, tuple)) or len(self.lrs) != len(self.sizes) - 1:
+            raise ValueError(f"lrs: expected one learning rate per layer, {len(self.sizes) - 1} in all")
+        self.lrs = tuple(check_real(f"lrs[{i}]", v) for i, v in enumerate(self.lrs))
+        if any(v < 0 for v in self.lrs):
+            raise ValueError(f"lrs: learning rates must be >= 0, got {self.lrs}")
+        check_positive_int("batch_size", self.batch_size)
+        check_positive_int("epochs", self.epochs, minimum=0)
+        check_positive_int("eval_steps", self.eval_steps)
+        if check_real("eval_tol", self.eval_tol) < 0:
+            raise ValueError(f"eval_tol: must be >= 0, got {self.eval_tol}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise TypeError(f"seed: expected an integer, got {type(self.seed).__name__}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype: expected 'float32' or 'float64', got {self.dtype!r}")
+        for name in ("random_sign", "persistent", "drho", "bp_state_drho"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name}: expected bool, got {type(getattr(self, name)).__name__}")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.dtype)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class History:
+    """Per-epoch record of :func:`train`; ``net`` is the trained network (weights on ``cfg.device``).
+
+    ``train_error``: error of the predictions made during the epoch (free phase / forward pass,
+    as in Scellier & Bengio); ``test_error``: :func:`evaluate` on the test split after the epoch;
+    ``wall_s``: training seconds of each epoch (evaluation excluded).
+    """
+
+    config: dict
+    epoch: list = field(default_factory=list)
+    train_error: list = field(default_factory=list)
+    train_cost: list = field(default_factory=list)
+    test_error: list = field(default_factory=list)
+    wall_s: list = field(default_factory=list)
+    net: Optional[LayeredEBM] = None
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("config", "epoch", "train_error", "train_cost", "test_error", "wall_s")}
+
+    @property
+    def total_wall_s(self) -> float:
+        return float(sum(self.wall_s))
+
+
+# ---------------------------------------------------------------------------- predictions
+def mlp_forward(net: LayeredEBM, x: Tensor) -> list[Tensor]:
+    """Rates of the feedforward net with the energy model's weights: ``r_k = ρ(r_{k−1} W_k + b_k)``, ``r_0 = x``."""
+    x = net.check_input(x)
+    r = [x]
+    for k in range(1, net.N + 1):
+        r.append(net.activation.rho(torch.addmm(net.b[k], r[-1], net.W[k])))
+    return r
+
+
+def predict(
+    net: LayeredEBM,
+    x: Tensor,
+    *,
+    feedforward_net: bool = False,
+    eps: float = 0.5,
+    steps: int = 200,
+    tol: float = 1e-4,
+) -> Tensor:
+    """The output used for the prediction: ``y`` at the free fixed point (relaxed from zero,
+    at most ``steps`` steps), or ``r_N`` of :func:`mlp_forward` when ``feedforward_net``."""
+    if feedforward_net:
+        return mlp_forward(net, x)[-1]
+    check_positive_int("steps", steps)
+    return relax(net, x, eps=eps, tol=tol, max_steps=steps, check_every=10).h[net.N]
+
+
+def evaluate(
+    net: LayeredEBM,
+    dataset: Dataset,
+    *,
+    split: str = "test",
+    feedforward_net: bool = False,
+    eps: float = 0.5,
+    steps: int = 200,
+    tol: float = 1e-4,
+    batch_size: int = 1000,
+) -> float:
+    """Error rate (fraction in [0, 1]) of the argmax prediction on ``split`` ("train" or "test")."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"dataset: expected an ebmlib Dataset, got {type(dataset).__name__}")
+    check_positive_int("batch_size", batch_size)
+    x_all = getattr(dataset, f"x_{split}").to(device=net.device, dtype=net.dtype)
+    y_all = getattr(dataset, f"y_{split}").to(device=net.device)
+    wrong = 0
+    with torch.no_grad():
+        for i in range(0, len(x_all), batch_size):
+            out = predict(net, x_all[i : i + batch_size], feedforward_net=feedforward_net, eps=eps, steps=steps,
+                          tol=tol)
+            wrong += int((out.argmax(1) != y_all[i : i + batch_size]).sum())
+    return wrong / max(len(x_all), 1)
+
+
+# ---------------------------------------------------------------------------- estimators
+def first_arrival_gradient(
+    net: LayeredEBM, h_free: State, target: Tensor, *, eps: float, beta: float, drho: bool = True,
+    clip: Optional[bool] = None,
+) -> list:
+    """∂J/∂θ estimated from first-arrival temporal derivatives only (PAPER.md §4 (b)).
+
+    ``ĝ_k = −δ_k(d+1) / (β ε^{d+1})`` with δ the nudged-minus-free difference from ``h_free``;
+    ``∂J/∂W_k ≈ ρ(h_{k−1})ᵀ(ρ'(h_k) ⊙ ĝ_k)/B`` (without ``ρ'(h_k)`` when ``drho`` is False),
+    ``∂J/∂b_k ≈ mean(ρ'(h_k) ⊙ ĝ_k)``. Returns ``[None, (dW_1, db_1), …]``.
+    """
+    eps = check_eps(eps)
+    beta = check_real("beta", beta)
+    if beta == 0.0:
+        raise ValueError("beta: must be non-zero")
+    if not isinstance(drho, bool):
+        raise TypeError(f"drho: expected bool, got {type(drho).__name__}")
+    N = net.N
+    nudged = run(net, h_free, steps=N + 1, eps=eps, beta=beta, target=target, clip=clip)
+    free = run(net, h_free, steps=N + 1, eps=eps, clip=clip)
+    B = h_free[0].shape[0]
+    act = net.activation
+    out: list = [None]
+    for k in range(1, N + 1):
+        d = N - k
+        g_hat = -(nudged.h[k][d + 1] - free.h[k][d + 1]) / (beta * eps ** (d + 1))
+        e = act.drho(h_free[k]) * g_hat if drho else g_hat
+        r_prev = h_free[0] if k == 1 else act.rho(h_free[k - 1])
+        out.append((r_prev.T @ e / B, e.mean(0)))
+    return out
+
+
+def _bp_gradient(net: LayeredEBM, x: Tensor, target: Tensor, state_drho: bool = True) -> tuple[list, Tensor]:
+    """Back-propagation through :func:`mlp_forward`: gradient of mean ½‖r_N − d‖² over the batch, and r_N.
+
+    ``state_drho``: ρ' is taken at the state ``h_k = ρ(pre_k)`` for activations that clip the state
+    (the hard sigmoid: ``h_k = clip(pre_k, 0, 1)``, where the book's inclusive ρ' is 1, as the energy
+    model sees it); otherwise at ``pre_k`` (plain autograd of the MLP, zero for saturated units).
+    """
+    act = net.activation
+    B = x.shape[0]
+    pre, r = [None], [x]
+    for k in range(1, net.N + 1):
+        pre.append(torch.addmm(net.b[k], r[-1], net.W[k]))
+        r.append(act.rho(pre[k]))
+    grads: list = [None] * (net.N + 1)
+    delta = (r[-1] - target) / B
+    for k in range(net.N, 0, -1):
+        at = r[k] if (state_drho and act.clip_by_default) else pre[k]
+        e = act.drho(at) * delta
+        grads[k] = (r[k - 1].T @ e, e.sum(0))
+        delta = e @ net.W[k].T
+    return grads, r[-1]
+
+
+# ---------------------------------------------------------------------------- training
+def _state(net: LayeredEBM, persistent: Optional[list], gen: torch.Generator, history: History, epoch: int,
+           data_id: dict) -> dict:
+    return {
+        "epoch": epoch,
+        "W": [None] + [w.detach().cpu().clone() for w in net.W[1:]],
+        "b": [None] + [b.detach().cpu().clone() for b in net.b[1:]],
+        "persistent": None if persistent is None else [p.detach().cpu().clone() for p in persistent],
+        "generator": gen.get_state(),
+        "history": history.to_dict(),
+        "data": data_id,
+    }
+
+
+_RESUME_FREE = ("epochs", "checkpoint", "device")  # may change between a run and its resumption
+
+
+def train(cfg: TrainConfig, dataset: Dataset, *, progress: bool = True, resume: bool = True) -> History:
+    """Train ``cfg.method`` on ``dataset`` for ``cfg.epochs`` epochs; returns the :class:`History`.
+
+    With ``cfg.checkpoint`` set, the weights, persistent free states, generator state and history are
+    written atomically after every epoch, and ``resume=True`` continues from that file (a run of
+    ``epochs=2`` resumed to ``epochs=4`` equals an uninterrupted run of 4 epochs on CPU).
+    """
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"cfg: expected a TrainConfig, got {type(cfg).__name__}")
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"dataset: expected an ebmlib Dataset, got {type(dataset).__name__}")
+    from .figures import resolve_device
+
+    dev, dt = resolve_device(cfg.device), cfg.torch_dtype
+    if dataset.n_inputs != cfg.sizes[0] or dataset.n_classes != cfg.sizes[-1]:
+        raise ValueError(f"dataset: has {dataset.n_inputs} inputs and {dataset.n_classes} classes, "
+                         f"cfg.sizes is {cfg.sizes}")
+    x_train = dataset.x_train.to(device=dev, dtype=dt)
+    d_train = dataset.targets(dataset.y_train).to(device=dev, dtype=dt)
+    labels = dataset.y_train.to(device=dev)
+    n = len(x_train)
+    net = LayeredEBM(list(cfg.sizes), cfg.activation, seed=cfg.seed, dtype=dt, device=dev)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)  # CPU generator: identical streams on every device
+    ebm = cfg.method != "bp"
+    persistent = ([torch.zeros(n, s, dtype=dt, device=dev) for s in cfg.sizes[1:]]
+                  if ebm and cfg.persistent else None)
+    history = History(config=cfg.to_dict())
+    data_id = {"name": dataset.name, "n_train": n, "n_test": len(dataset.x_test)}
+    start = 0
+    ckpt = Path(cfg.checkpoint) if cfg.checkpoint else None
+    if ckpt is not None and resume and ckpt.exists():
+        saved = torch.load(ckpt, weights_only=False)
+        old = {k: v for k, v in saved["history"]["config"].items() if k not in _RESUME_FREE}
+        new = {k: v for k, v in cfg.to_dict().items() if k not in _RESUME_FREE}
+        if old != new:
+            diff = sorted(k for k in new if old.get(k) != new[k])
+            raise ValueError(f"cfg: differs from the checkpoint {ckpt} in {diff}; use resume=False or another path")
+        if saved.get("data") != data_id:
+            raise ValueError(f"dataset: {data_id} differs from the checkpoint's {saved.get('data')}; "
+                             "use resume=False or another path")
+        net = LayeredEBM(list(cfg.sizes), cfg.activation, W=saved["W"], b=saved["b"], dtype=dt, device=dev)
+        if persistent is not None:
+            persistent = [p.to(device=dev, dtype=dt) for p in saved["persistent"]]
+        gen.set_state(saved["generator"])
+        h = saved["history"]
+        history = History(config=cfg.to_dict(), epoch=h["epoch"], train_error=h["train_error"],
+                          train_cost=h["train_cost"], test_error=h["test_error"], wall_s=h["wall_s"])
+        start = saved["epoch"]
+
+    bar = None
+    if progress and start < cfg.epochs:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=(cfg.epochs - start) * math.ceil(n / cfg.batch_size), desc=cfg.method, leave=False)
+    for epoch in range(start, cfg.epochs):
+        t0 = time.perf_counter()
+        order = torch.randperm(n, generator=gen).to(dev)
+        wrong, cost_sum = 0, 0.0
+        for i in range(0, n, cfg.batch_size):
+            idx = order[i : i + cfg.batch_size]
+            x, d = x_train[idx], d_train[idx]
+            sign = 1.0
+            if cfg.random_sign and cfg.method in ("ep", "first_arrival"):
+                sign = 1.0 if bool(torch.randint(0, 2, (1,), generator=gen)) else -1.0
+            beta = sign * cfg.beta
+            if not ebm:
+                grads, y = _bp_gradient(net, x, d, cfg.bp_state_drho)
+            else:
+                h0 = None if persistent is None else [None] + [p[idx] for p in persistent[:]]
+                free = relax(net, x, h0, eps=cfg.eps, tol=0.0, max_steps=cfg.free_steps,
+                             check_every=cfg.free_steps).h
+                if persistent is not None:
+                    for k in range(1, net.N + 1):
+                        persistent[k - 1][idx] = free[k]
+                y = free[net.N]
+                if cfg.method == "ep":
+                    nudged = relax(net, x, free, eps=cfg.eps, beta=beta, target=d, tol=0.0,
+                                   max_steps=cfg.nudged_steps, check_every=cfg.nudged_steps).h
+                    grads = ep_gradient(net, free, nudged, beta)
+                elif cfg.method == "ep_symmetric":
+                    plus = relax(net, x, free, eps=cfg.eps, beta=cfg.beta, target=d, tol=0.0,
+                                 max_steps=cfg.nudged_steps, check_every=cfg.nudged_steps).h
+                    minus = relax(net, x, free, eps=cfg.eps, beta=-cfg.beta, target=d, tol=0.0,
+                                  max_steps=cfg.nudged_steps, check_every=cfg.nudged_steps).h
+                    grads = ep_symmetric_gradient(net, plus, minus, cfg.beta)
+                else:
+                    grads = first_arrival_gradient(net, free, d, eps=cfg.eps, beta=beta, drho=cfg.drho)
+            with torch.no_grad():
+                for k in range(1, net.N + 1):
+                    net.W[k].sub_(grads[k][0], alpha=cfg.lrs[k - 1])
+                    net.b[k].sub_(grads[k][1], alpha=cfg.lrs[k - 1])
+            wrong += int((y.argmax(1) != labels[idx]).sum())
+            cost_sum += float(0.5 * ((y - d) ** 2).sum())
+            if bar is not None:
+                bar.update(1)
+        wall = time.perf_counter() - t0
+        if not all(bool(torch.isfinite(p).all()) for p in net.parameters()):
+            raise FloatingPointError(f"train: weights became non-finite in epoch {epoch + 1} "
+                                     f"(method {cfg.method}); lower lrs or beta")
+        test_error = evaluate(net, dataset, feedforward_net=not ebm, eps=cfg.eps, steps=cfg.eval_steps,
+                              tol=cfg.eval_tol)
+        history.epoch.append(epoch + 1)
+        history.train_error.append(wrong / n)
+        history.train_cost.append(cost_sum / n)
+        history.test_error.append(test_error)
+        history.wall_s.append(wall)
+        if bar is not None:
+            bar.set_postfix(epoch=epoch + 1, train=f"{wrong / n:.3f}", test=f"{test_error:.3f}")
+        if ckpt is not None:
+            atomic_torch_save(ckpt, _state(net, persistent, gen, history, epoch + 1, data_id))
+    if bar is not None:
+        bar.close()
+    history.net = net
+    return history

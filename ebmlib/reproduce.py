@@ -1,0 +1,196 @@
+"""The *reproduce* page, generated at build time from the figure sidecars.
+
+Every figure of ``<build>/figures/<chapter>/<figure>.json`` is listed with its
+chapter, claims (and whether each holds: a failing claim reads **FAILS**),
+profile, seed, device, dtype, versions and wall time; ``<build>/executed/timings.json``
+gives the execution time of each chapter. The page never lives in git: ``book.build``
+writes it into the staged copy of the book (``chapters/reproduce.md``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+from pathlib import Path
+from typing import Any, Optional
+
+__all__ = ["PAGE", "anchor", "collect", "environment", "render", "write_page"]
+
+PAGE = "chapters/reproduce"
+HOLDS, FAILS = "holds", "FAILS"
+
+
+def anchor(chapter: str, figure: str) -> str:
+    """The HTML id of a figure's section on the page (docutils turns ``_`` and ``.`` into ``-``)."""
+    return re.sub(r"[^a-z0-9]+", "-", f"repro-{chapter}-{figure}".lower()).strip("-")
+
+
+def collect(build: Path) -> list[dict[str, Any]]:
+    """Every sidecar under ``<build>/figures``, sorted by chapter then figure (with ``path`` added)."""
+    build = Path(build)
+    out = []
+    for p in sorted((build / "figures").glob("*/*.json")):
+        s = json.loads(p.read_text())
+        s["path"] = p
+        out.append(s)
+    return out
+
+
+def _git(root: Path, *args: str) -> str:
+    try:
+        r = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        return r.stdout.strip() if r.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def environment(root: Path) -> dict[str, str]:
+    """The machine and software that built this page (the sidecars carry those that ran each figure)."""
+    import numpy
+    import torch
+
+    commit = _git(root, "rev-parse", "HEAD") or "unknown (not a git checkout)"
+    if _git(root, "status", "--porcelain", "--untracked-files=no"):
+        commit += " (with uncommitted changes)"
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return {
+        "commit": commit,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        "CPU count": str(os.cpu_count()),
+        "CUDA device": cuda,
+    }
+
+
+def _cell(x: Any) -> str:
+    """A value safe inside a Markdown table cell."""
+    return str(x).replace("|", "\\|").replace("\n", " ")
+
+
+def _num(x: Any) -> str:
+    if x is None:
+        return "none"
+    if isinstance(x, (list, tuple)):
+        return "[" + ", ".join(_num(v) for v in x) + "]"
+    if isinstance(x, float):
+        return f"{x:.4g}" if math.isfinite(x) else str(x)
+    return str(x)
+
+
+def _bound(c: dict[str, Any]) -> str:
+    op = {"<=": "≤", ">=": "≥", "in": "∈"}.get(c.get("op", ""), c.get("op", "?"))
+    return f"{op} {_num(c.get('bound'))}"
+
+
+def render(build: Path, root: Path, image_dir: Optional[str] = "_reproduce") -> str:
+    """The page as MyST markdown; images are referred to as ``<image_dir>/<chapter>/<png>``."""
+    build, root = Path(build), Path(root)
+    sidecars = collect(build)
+    tpath = build / "executed" / "timings.json"
+    timings = json.loads(tpath.read_text()) if tpath.exists() else {}
+    n_claims = sum(len(s.get("claims", {})) for s in sidecars)
+    failing = [(s, n) for s in sidecars for n, c in s.get("claims", {}).items() if not c.get("holds")]
+    L: list[str] = [
+        "(reproduce)=",
+        "# Reproduce every figure",
+        "",
+        "This page is generated when the site is built, from the JSON sidecar that every figure writes",
+        "beside its PNG (`_build/figures/<chapter>/<figure>.json`) and from the chapters' execution",
+        "times (`_build/executed/timings.json`). It lists every figure of the book with the claims it",
+        "makes and whether they hold **in the run that produced this site**; a claim that does not hold",
+        "reads **FAILS** here and fails the test suite.",
+        "",
+        ":::{admonition} Summary",
+        ":class: " + ("danger" if failing else "tip"),
+        "",
+        f"{len(sidecars)} figures, {n_claims} claims: {n_claims - len(failing)} hold, "
+        f"{len(failing)} {'FAIL' if failing else 'fail'}.",
+    ]
+    for s, n in failing:
+        c = s["claims"][n]
+        L.append(f"- **FAILS**: {s['chapter']} / {s['figure']} / `{n}` = {_num(c.get('value'))}, "
+                 f"required {_bound(c)}")
+    L += [":::", "", "## Re-run a chapter or a figure", "",
+          "A figure is produced by its chapter: re-run the chapter, with any parameter of its",
+          "`parameters` cell overridden by `-p name value` (values are YAML: `-p eps_list \"[0.1, 0.2]\"`).",
+          "The profile (`smoke`, `book`, `paper` in `params/`) sets the defaults; `-p device cuda` runs",
+          "on a GPU, `-p device cpu` on the CPU.", "",
+          "```console",
+          "$ .venv/bin/python -m ebmlib list        # chapters, parameters",
+          "$ .venv/bin/python -m ebmlib run 01-energy --profile book -p seed 1",
+          "$ .venv/bin/python -m ebmlib run all --profile paper -p device cuda",
+          "$ .venv/bin/python -m ebmlib build       # the site, from that run",
+          "```", "",
+          "Outputs go to the build folder (default `_build/`): the executed notebook to",
+          "`executed/chapters/<chapter>.ipynb`, each figure and its sidecar to",
+          "`figures/<chapter>/<figure>.png|json`, the site to `html/`. Each figure below shows the exact",
+          "command that reproduces it.", "",
+          "## Environment", "",
+          "The machine that built this page (each figure records the versions that produced it):", "",
+          "| item | value |", "|---|---|"]
+    for k, v in environment(root).items():
+        L.append(f"| {k} | {_cell(v)} |")
+    L += ["", "## Chapters", "", "| chapter | profile | execution time | figures | claims holding |",
+          "|---|---|---|---|---|"]
+    chapters_seen = sorted({s["chapter"] for s in sidecars} | set(timings))
+    for ch in chapters_seen:
+        figs = [s for s in sidecars if s["chapter"] == ch]
+        cl = [c for s in figs for c in s.get("claims", {}).values()]
+        t = timings.get(ch, {})
+        wall = f"{t['wall_s']:.1f} s" if "wall_s" in t else "not recorded"
+        ok = sum(bool(c.get("holds")) for c in cl)
+        status = f"{ok} / {len(cl)}" + ("" if ok == len(cl) else " (**FAILS**)")
+        L.append(f"| {ch} | {t.get('profile', '?')} | {wall} | {len(figs)} | {status} |")
+    L += ["", "## Figures", ""]
+    for s in sidecars:
+        ch, fig = s["chapter"], s["figure"]
+        v = s.get("versions", {})
+        L += [f"({anchor(ch, fig)})=", f"### {ch} / {fig}", ""]
+        if image_dir is not None and s.get("png"):
+            L += [f"```{{image}} {image_dir}/{ch}/{s['png']}", f":alt: {_cell(s.get('caption', fig))}",
+                  ":width: 360px", "```", ""]
+        if s.get("caption"):
+            L += [f"*{s['caption'].strip()}*", ""]
+        L += ["| claim | value | required | status | statement |", "|---|---|---|---|---|"]
+        for name, c in s.get("claims", {}).items():
+            status = f"✔ {HOLDS}" if c.get("holds") else f"✘ **{FAILS}**"
+            L.append(f"| `{name}` | {_num(c.get('value'))} | {_bound(c)} | {status} | {_cell(c.get('statement', ''))} |")
+        L += ["", f"**Run**: profile `{s.get('profile')}`, seed {s.get('seed')}, device `{s.get('device')}`, "
+              f"dtype `{s.get('dtype')}`, figure computed in {_num(s.get('wall_s'))} s. "
+              f"**Versions**: commit `{_cell(str(v.get('git_commit', '?'))[:12])}`, ebmlib {v.get('ebmlib', '?')}, "
+              f"torch {v.get('torch', '?')}, numpy {v.get('numpy', '?')}, python {v.get('python', '?')}.", "",
+              "```console",
+              f"$ .venv/bin/python -m ebmlib run {ch} --profile {s.get('profile')} -p seed {s.get('seed')} "
+              f"-p device {s.get('device')}",
+              "```", ""]
+        params = s.get("params") or {}
+        if params:
+            L += ["Parameters of the chapter for this run: " + ", ".join(
+                f"`{k} = {_cell(json.dumps(val))}`" for k, val in params.items()) + ".", ""]
+    if not sidecars:
+        L += ["No figure has been produced yet: run `python -m ebmlib run all` first.", ""]
+    return "\n".join(L) + "\n"
+
+
+def write_page(build: Path, root: Path, stage: Path) -> Path:
+    """Write ``chapters/reproduce.md`` and the figure thumbnails into the staged book ``stage``."""
+    import shutil
+
+    stage = Path(stage)
+    dest = stage / f"{PAGE}.md"
+    images = dest.parent / "_reproduce"
+    for s in collect(build):
+        png = s["path"].parent / s.get("png", "")
+        if s.get("png") and png.exists():
+            (images / s["chapter"]).mkdir(parents=True, exist_ok=True)
+            shutil.copy(png, images / s["chapter"] / s["png"])
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(render(build, root))
+    return dest

@@ -1,0 +1,182 @@
+"""The optimised relaxation loop against the straightforward step (ebmlib.bench), and the benchmark's pieces."""
+
+import pytest
+import torch
+from conftest import random_batch, random_net
+
+import ebmlib as eb
+from ebmlib import bench
+
+TOL = 1e-12
+SIZES = [7, 9, 6, 5, 4]  # three hidden layers: every kind of layer (first, middle, output)
+
+
+def reference_trajectory(net, h0, steps, **kw):
+    out, h = [h0], h0
+    for _ in range(steps):
+        h = bench.reference_step(net, h, **kw)
+        out.append(h)
+    return out
+
+
+def assert_trajectories_match(traj, ref, N):
+    for t, h in enumerate(ref):
+        for k in range(1, N + 1):
+            err = float((traj.h[k][t] - h[k]).abs().max())
+            assert err <= TOL, f"step {t}, layer {k}: {err:.3g}"
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "hard_sigmoid"])
+@pytest.mark.parametrize("clip", [False, True])
+@pytest.mark.parametrize("beta", [0.0, 0.7, -0.3])
+def test_run_matches_reference_step(activation, clip, beta):
+    net = random_net(SIZES, activation, seed=4, gain=1.5)
+    x, d, h = random_batch(net, B=5, seed=1)
+    h0 = [x] + [t.clamp(net.activation.lo, net.activation.hi) * 0.9 + 0.05 for t in h[1:]]
+    traj = eb.run(net, h0, steps=30, eps=0.4, beta=beta, target=d, clip=clip)
+    ref = reference_trajectory(net, h0, 30, eps=0.4, beta=beta, target=d, clip=clip)
+    assert_trajectories_match(traj, ref, net.N)
+    # eb.step is the same map, and leaves its argument alone
+    before = [t.clone() for t in h0]
+    one = eb.step(net, h0, eps=0.4, beta=beta, target=d, clip=clip)
+    for k in range(1, net.N + 1):
+        assert float((one[k] - ref[1][k]).abs().max()) <= TOL
+        assert torch.equal(h0[k], before[k])
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "hard_sigmoid"])
+def test_autograd_step_matches_reference_step(activation):
+    net = random_net(SIZES, activation, seed=5)
+    x, d, h = random_batch(net, B=3, seed=2)
+    for beta in (0.0, 0.5):
+        a = bench.autograd_step(net, h, eps=0.3, beta=beta, target=d)
+        b = bench.reference_step(net, h, eps=0.3, beta=beta, target=d)
+        for k in range(1, net.N + 1):
+            assert float((a[k] - b[k]).abs().max()) <= TOL
+
+
+@pytest.mark.parametrize("sizes", [[6, 4], [6, 5, 3]])
+def test_shallow_networks_and_relax_match_reference(sizes):
+    """One and two layers (the drive alone / drive + top-down), free then nudged, through relax."""
+    net = random_net(sizes, "sigmoid", seed=6)
+    x, d, h = random_batch(net, B=4, seed=3)
+    drive = net.input_drive(x).clone()
+    r = eb.relax(net, x, eps=0.5, tol=0.0, max_steps=25, check_every=7)
+    ref = reference_trajectory(net, net.init_state(x), 25, eps=0.5)
+    for k in range(1, net.N + 1):
+        assert float((r.h[k] - ref[-1][k]).abs().max()) <= TOL
+    rb = eb.relax(net, x, r.h, eps=0.5, beta=0.5, target=d, tol=0.0, max_steps=6, check_every=4)
+    refb = reference_trajectory(net, r.h, 6, eps=0.5, beta=0.5, target=d)
+    for k in range(1, net.N + 1):
+        assert float((rb.h[k] - refb[-1][k]).abs().max()) <= TOL
+    assert torch.equal(net.input_drive(x), drive)  # the hoisted drive was never written into
+
+
+def test_langevin_run_matches_reference_with_the_same_draws():
+    net = random_net(SIZES, "tanh", seed=7)
+    x, d, h = random_batch(net, B=3, seed=4)
+    eps, T = 0.2, 0.05
+    traj = eb.run(net, h, steps=10, eps=eps, T=T, generator=torch.Generator().manual_seed(9))
+    g = torch.Generator().manual_seed(9)
+    ref = h
+    for t in range(1, 11):
+        ref = bench.reference_step(net, ref, eps=eps)
+        for k in range(1, net.N + 1):  # the step draws ξ layer by layer, after the deterministic update
+            ref[k] = ref[k] + (2 * eps * T) ** 0.5 * torch.randn(ref[k].shape, generator=g, dtype=ref[k].dtype)
+        for k in range(1, net.N + 1):
+            assert float((traj.h[k][t] - ref[k]).abs().max()) <= TOL
+
+
+def test_float32_step_close_to_float64_reference():
+    net = random_net([784, 50, 10], "hard_sigmoid", seed=8, gain=1.0, bias_std=0.1)
+    x, d, h = random_batch(net, B=6, seed=5)
+    h = [x] + [t.clamp(0, 1) for t in h[1:]]
+    ref = bench.reference_step(net, h, eps=0.5, beta=1.0, target=d)
+    net32 = net.to(dtype=torch.float32)
+    got = eb.step(net32, [t.float() for t in h], eps=0.5, beta=1.0, target=d.float())
+    for k in (1, 2):
+        assert float((got[k].double() - ref[k]).abs().max()) <= 1e-5
+
+
+def test_ep_update_matches_the_energy_derivative():
+    """(1/β)(∂E/∂θ(h*) − ∂E/∂θ(h^β)) by autograd equals the update of ep_update with lr = 1."""
+    net = random_net([5, 4, 3], "sigmoid", seed=9)
+    x, d, h = random_batch(net, B=4, seed=6)
+    free = eb.relax(net, x, eps=0.5).h
+    nudged = eb.relax(net, x, free, eps=0.5, beta=0.2, target=d).h
+    params = net.parameters()
+    for p in params:
+        p.requires_grad_(True)
+    gf = torch.autograd.grad(net.energy(free).mean(), params)
+    gn = torch.autograd.grad(net.energy(nudged).mean(), params)
+    for p in params:
+        p.requires_grad_(False)
+    want = [(a - b) / 0.2 for a, b in zip(gf, gn)]
+    before = [p.clone() for p in params]
+    bench.ep_update(net, free, nudged, 0.2, [1.0, 1.0])
+    for p, p0, w in zip(net.parameters(), before, want):
+        assert float((p - p0 - w).abs().max()) <= 1e-12
+
+
+def test_flops_count():
+    assert bench.step_matmuls([784, 500, 10], 20) == [(20, 500, 10), (20, 10, 500)]
+    assert bench.step_flops([784, 500, 500, 10], 2) == 2 * 2 * (500 * 500 + 500 * 10) * 2
+    with pytest.raises(ValueError, match="sizes"):
+        bench.step_flops([784], 2)
+    with pytest.raises(ValueError, match="batch"):
+        bench.step_flops([784, 10], 0)
+
+
+def test_reference_step_validates():
+    net = random_net([4, 3], seed=0)
+    x, d, h = random_batch(net, B=2)
+    with pytest.raises(ValueError, match="target"):
+        bench.reference_step(net, h, eps=0.5, beta=1.0)
+    with pytest.raises(ValueError, match="eps"):
+        bench.autograd_step(net, h, eps=2.0)
+    with pytest.raises(ValueError, match="lrs"):
+        bench.ep_update(net, h, h, 1.0, [0.1, 0.1])
+
+
+def test_bench_pieces_run_and_report():
+    r = bench.bench_step((12, 8, 4), 3, steps=2, reps=1, activation="sigmoid", device=torch.device("cpu"))
+    for key in ("step_time_s", "roofline_ratio", "speedup_vs_autograd", "device", "dtype", "threads", "torch",
+                "repetitions"):
+        assert key in r
+    assert r["flops_per_step"] == bench.step_flops((12, 8, 4), 3) and r["roofline_ratio"] > 0
+    ep = bench.bench_ep_epoch(minibatches=1, reps=1, device=torch.device("cpu"))
+    assert ep["extrapolated"] and ep["epoch_time_s"] > 0 and abs(sum(ep["fraction"].values()) - 1) < 1e-9
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "hard_sigmoid"])
+def test_alternate_schedule_reaches_the_same_fixed_point(activation):
+    net = random_net([8, 10, 9, 7, 4], activation, seed=10, gain=1.0)
+    x, d, h = random_batch(net, B=6, seed=7)
+    sync = eb.relax(net, x, eps=0.5, tol=1e-12, max_steps=20_000)
+    alt = eb.relax(net, x, eps=0.5, tol=1e-12, max_steps=20_000, schedule="alternate")
+    assert sync.converged and alt.converged
+    for k in range(1, net.N + 1):
+        assert float((sync.h[k] - alt.h[k]).abs().max()) <= 1e-9
+    if not net.activation.clip_by_default:  # with the clip the fixed point is projected: force ≠ 0 at the walls
+        f = net.force(alt.h)
+        assert max(float(f[k].abs().max()) for k in range(1, net.N + 1)) <= 1e-10
+    assert alt.steps <= sync.steps
+    # nudged too, from the free fixed point
+    sb = eb.relax(net, x, sync.h, eps=0.5, beta=0.5, target=d, tol=1e-12)
+    ab = eb.relax(net, x, sync.h, eps=0.5, beta=0.5, target=d, tol=1e-12, schedule="alternate")
+    for k in range(1, net.N + 1):
+        assert float((sb.h[k] - ab.h[k]).abs().max()) <= 1e-9
+
+
+def test_alternate_schedule_is_one_sweep_of_half_steps():
+    net = random_net(SIZES, "sigmoid", seed=11)
+    x, d, h = random_batch(net, B=3, seed=8)
+    r = eb.relax(net, x, eps=0.5, tol=0.0, max_steps=1, schedule="alternate")
+    ref = bench.reference_step(net, net.init_state(x), eps=0.5)
+    odd = [x] + [ref[k] if k % 2 == 1 else torch.zeros_like(ref[k]) for k in range(1, net.N + 1)]
+    ref2 = bench.reference_step(net, odd, eps=0.5)
+    for k in range(1, net.N + 1):
+        want = odd[k] if k % 2 == 1 else ref2[k]
+        assert float((r.h[k] - want).abs().max()) <= TOL
+    with pytest.raises(ValueError, match="schedule"):
+        eb.relax(net, x, eps=0.5, schedule="random")
