@@ -232,13 +232,14 @@ def bench_step(
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def ours() -> None:
-        relax(net, x, h0, eps=0.5, tol=0.0, max_steps=steps, check_every=10)
+        relax(net, x, h0, eps=0.5, tol=-1.0, max_steps=steps, check_every=10)  # tol < 0: exactly `steps` steps
         sync()
 
     mats = []  # (c, a, w, out) per product; top-down products use Wᵀ views, as the step does
     for i, (B, a, b) in enumerate(step_matmuls(sizes, batch)):
         down = i >= len(sizes) - 2
-        w = torch.rand(b, a, dtype=dtype, device=device).T if down else torch.rand(a, b, dtype=dtype, device=device)
+        # same layouts as the step: Wᵀ views top-down, column-major W_k bottom-up; both are (b, a)ᵀ
+        w = torch.rand(b, a, dtype=dtype, device=device).T
         c = torch.rand(B, b, dtype=dtype, device=device) if down else torch.rand(b, dtype=dtype, device=device)
         mats.append((c, torch.rand(B, a, dtype=dtype, device=device), w, torch.empty(B, b, dtype=dtype, device=device)))
 

@@ -156,7 +156,9 @@ def _merge_parameters(chapter: str, declared: dict[str, Any], profile: str, over
     params.update(specific)
     params.update(overrides)
     params["profile"] = profile
-    params["build_dir"] = str(build_dir)
+    # relative to the book root when inside it (Run resolves it there): no machine path on the pages
+    inside = build_dir.resolve() == root.resolve() or root.resolve() in build_dir.resolve().parents
+    params["build_dir"] = str(build_dir.resolve().relative_to(root.resolve())) if inside else str(build_dir)
     for name in ALWAYS:
         if name not in declared:
             raise ValueError(f"chapter: {chapter} must declare {name!r} in its parameters cell")

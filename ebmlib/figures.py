@@ -201,7 +201,8 @@ class Run:
         self.dtype = getattr(torch, dtype)
         self.params = dict(params or {})
         self.root = find_root()
-        self.build_dir = Path(build_dir) if build_dir else self.root / "_build"
+        # a relative build_dir is relative to the book root (the runner passes e.g. "_build")
+        self.build_dir = self.root / Path(build_dir or "_build")
         self.fig_dir = self.build_dir / "figures" / chapter
         self.fig_dir.mkdir(parents=True, exist_ok=True)
         self._versions = versions(self.root)
