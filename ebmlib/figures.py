@@ -222,8 +222,11 @@ class Run:
         """A path for an extra output of this chapter (beside its figures)."""
         return self.fig_dir / name
 
-    def glue(self, name: str, value: Any) -> Any:
-        """Glue a number (or figure) for the prose: ``{glue:text}`name:.3g```."""
+    def glue(self, name: str, value: Any) -> None:
+        """Glue a number (or figure) for the prose: ``{glue:text}`name:.3g```.
+
+        Returns nothing, so a cell ending with it shows no stray value.
+        """
         from myst_nb import glue
 
         if isinstance(value, torch.Tensor):
@@ -231,7 +234,6 @@ class Run:
         if isinstance(value, np.generic):
             value = value.item()  # numpy scalars break glue's text/plain formatting
         glue(name, value, display=False)
-        return value
 
     def save(
         self,
