@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PROFILE ?= book
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: setup book test bench student pdf browser lint clean distclean
+.PHONY: setup book test bench student pdf browser data lint clean distclean
 
 setup: $(VENV)/.installed
 
@@ -17,10 +17,10 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
-book: setup  ## execute every chapter (profile $(PROFILE)) and build _build/html
+book: setup $(if $(filter paper,$(PROFILE)),data)  ## execute every chapter (profile $(PROFILE)) and build _build/html
 	$(PY) -m ebmlib book --profile $(PROFILE)
 
-test: setup browser  ## library tests, every chapter under smoke, every claim, the strict site build, the browser checks
+test: setup browser data  ## library tests, every chapter under smoke, every claim, the strict site build, the browser checks
 	$(PY) -m ruff check ebmlib tests
 	$(PY) -m pytest -q -ra tests
 
@@ -36,6 +36,12 @@ browser:
 	  { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	    elif sudo -n true 2>/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	    else echo "warning: chromium is missing and cannot be installed here (not root): the browser checks will skip (fail in CI)"; fi; }
+
+# Fashion-MNIST's IDX files (Debian package dataset-fashion-mnist, 31 MB) for the paper profile and its loader test.
+data:
+	@test -d /usr/share/datasets/fashion-mnist || \
+	  { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	    else echo "note: dataset-fashion-mnist is not installed (not root): the paper profile of 07-learning needs it"; fi; }
 
 bench: setup  ## relaxation-loop benchmark, writes _build/bench.json
 	$(PY) -m ebmlib bench --chapters

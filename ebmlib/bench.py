@@ -38,8 +38,8 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from .checks import check_eps, check_positive_int, check_real
-from .dynamics import relax
+from .checks import check_positive_int, check_real
+from .dynamics import check_step_args, relax
 from .network import LayeredEBM, State
 
 __all__ = ["reference_step", "autograd_step", "step_matmuls", "step_flops", "ep_update", "main"]
@@ -58,25 +58,6 @@ TARGETS = (
 
 
 # ---------------------------------------------------------------------- references
-def _check_step_args(
-    net: LayeredEBM, h: State, eps: float, beta: float, target: Optional[Tensor], clip: Optional[bool]
-) -> tuple[State, float, float, Optional[Tensor], bool]:
-    if not isinstance(net, LayeredEBM):
-        raise TypeError(f"net: expected a LayeredEBM, got {type(net).__name__}")
-    h = net.check_state(h, "h")
-    eps = check_eps(eps)
-    beta = check_real("beta", beta)
-    if beta != 0.0 and target is None:
-        raise ValueError("target: required when beta != 0")
-    if target is not None:
-        target = net.check_target(target, h[0].shape[0])
-    if clip is None:
-        clip = net.activation.clip_by_default
-    if not isinstance(clip, bool):
-        raise TypeError(f"clip: expected bool or None, got {type(clip).__name__}")
-    return h, eps, beta, target, clip
-
-
 def reference_step(
     net: LayeredEBM,
     h: State,
@@ -91,7 +72,7 @@ def reference_step(
     ``h_k ← h_k + ε(ρ'(h_k) ⊙ (b_k + W_kᵀρ(h_{k−1}) + W_{k+1}ρ(h_{k+1})) − h_k)``, plus
     ``εβ(d − y)`` on the output, then the clip to ρ's range when ``clip``.
     """
-    h, eps, beta, target, clip = _check_step_args(net, h, eps, beta, target, clip)
+    h, eps, beta, target, clip = check_step_args(net, h, eps=eps, beta=beta, target=target, clip=clip)
     act, N = net.activation, net.N
     r = [h[0]] + [act.rho(h[k]) for k in range(1, N + 1)]
     new = [h[0]]
@@ -123,7 +104,7 @@ def autograd_step(
     The energy (input term ``ρ(x)ᵀW_1ρ(h_1)`` included) is recomputed from scratch,
     as public implementations of these models usually do; the benchmark's baseline.
     """
-    h, eps, beta, target, clip = _check_step_args(net, h, eps, beta, target, clip)
+    h, eps, beta, target, clip = check_step_args(net, h, eps=eps, beta=beta, target=target, clip=clip)
     return _autograd_step(net, h, eps, beta, target, clip)
 
 

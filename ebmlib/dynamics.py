@@ -46,6 +46,37 @@ class _Config:
     WB: list = field(default_factory=list)
 
 
+def check_step_args(
+    net: LayeredEBM,
+    h: State,
+    *,
+    eps: float,
+    beta: float,
+    target: Optional[Tensor],
+    clip: Optional[bool],
+    name: str = "h",
+) -> tuple[State, float, float, Optional[Tensor], bool]:
+    """Validate what every step function takes: the state, ε ∈ (0, 1], β, the target, the clip flag.
+
+    Returns them checked, with ``clip=None`` resolved to the activation's default. Every
+    stepping function of the library (and the variants and benchmark references) uses it.
+    """
+    if not isinstance(net, LayeredEBM):
+        raise TypeError(f"net: expected a LayeredEBM, got {type(net).__name__}")
+    h = net.check_state(h, name)
+    eps = check_eps(eps)
+    beta = check_real("beta", beta)
+    if beta != 0.0 and target is None:
+        raise ValueError("target: required when beta != 0")
+    if target is not None:
+        target = net.check_target(target, h[0].shape[0])
+    if clip is None:
+        clip = net.activation.clip_by_default
+    if not isinstance(clip, bool):
+        raise TypeError(f"clip: expected bool or None, got {type(clip).__name__}")
+    return h, eps, beta, target, clip
+
+
 def _configure(
     net: LayeredEBM,
     h: State,
@@ -59,20 +90,11 @@ def _configure(
     max_abs: float,
     name: str = "h",
 ) -> _Config:
-    net.check_state(h, name)
-    eps = check_eps(eps)
-    beta = check_real("beta", beta)
+    h, eps, beta, target, clip = check_step_args(net, h, eps=eps, beta=beta, target=target, clip=clip, name=name)
     T = check_temperature(T)
     max_abs = check_real("max_abs", max_abs)
     if max_abs <= 0:
         raise ValueError(f"max_abs: must be > 0, got {max_abs}")
-    B = h[0].shape[0]
-    if beta != 0.0:
-        if target is None:
-            raise ValueError("target: required when beta != 0")
-        target = net.check_target(target, B)
-    elif target is not None:
-        target = net.check_target(target, B)
     if T > 0.0:
         if generator is None:
             raise ValueError("generator: an explicit torch.Generator is required when T > 0 (seeds are parameters)")
@@ -80,10 +102,6 @@ def _configure(
             raise TypeError(f"generator: expected torch.Generator, got {type(generator).__name__}")
         if generator.device.type != net.device.type:
             raise ValueError(f"generator: on device {generator.device}, the network is on {net.device}")
-    if clip is None:
-        clip = net.activation.clip_by_default
-    if not isinstance(clip, bool):
-        raise TypeError(f"clip: expected bool or None, got {type(clip).__name__}")
     bounds = (net.activation.lo, net.activation.hi) if clip else None
     beta_target = beta * target if beta != 0.0 else None
     return _Config(eps, beta, target, math.sqrt(2.0 * eps * T), bounds, generator, net.input_drive(h[0]), max_abs,

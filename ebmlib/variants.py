@@ -35,7 +35,7 @@ from torch import Tensor
 
 from .arrival import FirstArrival, _summarise
 from .checks import check_eps, check_positive_int, check_real, check_tensor
-from .dynamics import Relaxation, Trajectory
+from .dynamics import Relaxation, Trajectory, check_step_args
 from .gradients import chain_gradient
 from .measures import cosine
 from .network import LayeredEBM, State
@@ -144,17 +144,7 @@ class _Setup:
 
 
 def _setup(net, h, B, *, eps, beta, target, clip, schedule, name="h") -> _Setup:
-    net.check_state(h, name)
-    eps = check_eps(eps)
-    beta = check_real("beta", beta)
-    if beta != 0.0 and target is None:
-        raise ValueError("target: required when beta != 0")
-    if target is not None:
-        target = net.check_target(target, h[0].shape[0])
-    if clip is None:
-        clip = net.activation.clip_by_default
-    if not isinstance(clip, bool):
-        raise TypeError(f"clip: expected bool or None, got {type(clip).__name__}")
+    h, eps, beta, target, clip = check_step_args(net, h, eps=eps, beta=beta, target=target, clip=clip, name=name)
     bounds = (net.activation.lo, net.activation.hi) if clip else None
     return _Setup(eps, beta, target, bounds, net.input_drive(h[0]), _check_feedback(net, B),
                   schedule_groups(net.N, schedule))
