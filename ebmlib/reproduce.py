@@ -148,6 +148,7 @@ def render(build: Path, root: Path, image_dir: Optional[str] = "_reproduce") -> 
         ok = sum(bool(c.get("holds")) for c in cl)
         status = f"{ok} / {len(cl)}" + ("" if ok == len(cl) else " (**FAILS**)")
         L.append(f"| {ch} | {t.get('profile', '?')} | {wall} | {len(figs)} | {status} |")
+    L += _bench_section(build)
     L += ["", "## Figures", ""]
     for s in sidecars:
         ch, fig = s["chapter"], s["figure"]
@@ -177,6 +178,37 @@ def render(build: Path, root: Path, image_dir: Optional[str] = "_reproduce") -> 
     if not sidecars:
         L += ["No figure has been produced yet: run `python -m ebmlib run all` first.", ""]
     return "\n".join(L) + "\n"
+
+
+def _bench_section(build: Path) -> list[str]:
+    """The relaxation-loop benchmark (``make bench`` writes ``<build>/bench.json``), when it was run."""
+    path = build / "bench.json"
+    L = ["", "## Performance", ""]
+    if not path.exists():
+        return L + ["`make bench` has not been run for this build (it writes `_build/bench.json`).", ""]
+    b = json.loads(path.read_text())
+    m = b.get("machine", {})
+    L += [f"`make bench` on {_cell(m.get('cpu', '?'))} ({m.get('cores', '?')} cores), device `{b.get('device')}`, "
+          f"{b.get('threads')} threads, torch {b.get('torch')}, {b.get('repetitions')} repetitions, "
+          f"{_cell(b.get('created', ''))}. Free-phase step, float32; ratios measured in the same run.", "",
+          "| sizes | batch | step (µs) | roofline ratio | autograd step (µs) | speed-up vs autograd |",
+          "|---|---|---|---|---|---|"]
+    for r in b.get("relaxation", []):
+        L.append(f"| {'-'.join(map(str, r['sizes']))} | {r['batch']} | {1e6 * r['step_time_s']:.1f} | "
+                 f"{r['roofline_ratio']:.2f} | {1e6 * r['autograd_step_time_s']:.1f} | {r['speedup_vs_autograd']:.1f}× |")
+    L += ["", "| target | value | required | status |", "|---|---|---|---|"]
+    for t in b.get("targets", []):
+        ok = t.get("holds", t.get("ok"))
+        L.append(f"| {_cell(t.get('name', '?'))} | {_num(t.get('value'))} | ≥ {_num(t.get('bound'))} | "
+                 + (f"✔ {HOLDS} |" if ok else f"✘ **{FAILS}** |"))
+    ep = b.get("ep_epoch")
+    if isinstance(ep, dict) and "epoch_time_s" in ep:
+        L += ["", f"One Equilibrium Propagation epoch (784-500-10, 20 free / 4 nudged steps, minibatch 20, "
+              f"60,000 synthetic samples): {ep['epoch_time_s']:.1f} s."]
+    if b.get("device") == "cpu":
+        L += ["", "No GPU measurement is recorded in this build: `python -m ebmlib bench --device cuda` on a "
+              "machine with one writes the same table for it."]
+    return L + [""]
 
 
 def write_page(build: Path, root: Path, stage: Path) -> Path:
