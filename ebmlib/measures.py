@@ -51,10 +51,23 @@ def trajectory_metric(a: Tensor, b: Tensor) -> Tensor:
     return out
 
 
-def sign_agreement(a: Tensor, b: Tensor) -> float:
-    """Fraction of entries whose signs agree (entries where both are 0 count as agreeing)."""
+def sign_agreement(a: Tensor, b: Tensor, rtol: float = 0.0) -> float:
+    """Fraction of entries whose signs agree (entries where both are 0 count as agreeing).
+
+    ``b`` is the reference. With ``rtol > 0`` only the entries where ``|b| > rtol · max|b|``
+    count: an entry of the reference that is numerically zero (a decayed adjoint, say) has
+    no meaningful sign, and its measured counterpart is round-off.
+    """
     a, b = _pair(a, b)
-    return float((torch.sign(a) == torch.sign(b)).double().mean())
+    if isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not 0.0 <= rtol < 1.0:
+        raise ValueError(f"rtol: must lie in [0, 1), got {rtol!r}")
+    agree = torch.sign(a) == torch.sign(b)
+    if rtol > 0.0:
+        keep = b.abs() > rtol * b.abs().max()
+        if not bool(keep.any()):
+            raise ValueError("b: no entry above rtol * max|b|")
+        agree = agree[keep]
+    return float(agree.double().mean())
 
 
 def snr(signal: Tensor, noise: Tensor) -> float:

@@ -89,3 +89,12 @@ def test_measures_and_claims_validate():
     with pytest.raises(ValueError, match="lo, hi"):
         eb.within("c", 1.0, 2.0, 1.0, "empty")
     assert not eb.at_most("c", math.nan, 1.0, "nan never holds").holds
+
+
+def test_sign_agreement_rtol_ignores_numerical_zeros():
+    ref = torch.tensor([1.0, -2.0, 1e-12, -1e-13])
+    meas = torch.tensor([0.5, -1.0, -3e-12, 2e-13])  # the two tiny entries disagree
+    assert eb.sign_agreement(meas, ref) == 0.5
+    assert eb.sign_agreement(meas, ref, rtol=1e-6) == 1.0
+    with pytest.raises(ValueError, match="rtol"):
+        eb.sign_agreement(meas, ref, rtol=1.5)
