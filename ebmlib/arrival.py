@@ -25,7 +25,14 @@ from .gradients import chain_gradient
 from .measures import cosine, magnitude_ratio
 from .network import LayeredEBM, State
 
-__all__ = ["FirstArrival", "first_arrival", "displaced_arrival", "pinned_units", "one_sided_chain_gradient"]
+__all__ = [
+    "FirstArrival",
+    "nudge_response",
+    "first_arrival",
+    "displaced_arrival",
+    "pinned_units",
+    "one_sided_chain_gradient",
+]
 
 
 @dataclass
@@ -113,6 +120,20 @@ def one_sided_chain_gradient(net: LayeredEBM, h_star: State, target: Tensor, cli
     return g
 
 
+def nudge_response(
+    net: LayeredEBM, h_star: State, target: Tensor, *, eps: float, beta: float, clip: Optional[bool] = None
+) -> list:
+    """δ_k(t) = h^β_k(t) − h^0_k(t) for t = 0 … N+1: the nudged run minus the free run from ``h_star``.
+
+    Closed-form dynamics only (no autograd): the measurement behind the first arrival, also
+    used by the first-arrival learning rule. Index k is layer k, shape ``(N+2, B, n_k)``.
+    """
+    N = net.N
+    nudged = run(net, h_star, steps=N + 1, eps=eps, beta=beta, target=target, clip=clip)
+    free = run(net, h_star, steps=N + 1, eps=eps, clip=clip)
+    return [None] + [nudged.h[k] - free.h[k] for k in range(1, N + 1)]
+
+
 def first_arrival(
     net: LayeredEBM,
     h_star: State,
@@ -136,9 +157,7 @@ def first_arrival(
         raise TypeError(f"one_sided: expected bool, got {type(one_sided).__name__}")
     g = one_sided_chain_gradient(net, h_star, target, clip) if one_sided else chain_gradient(net, h_star, target)
     N = net.N
-    nudged = run(net, h_star, steps=N + 1, eps=eps, beta=beta, target=target, clip=clip)
-    free = run(net, h_star, steps=N + 1, eps=eps, clip=clip)
-    delta: list = [None] + [nudged.h[k] - free.h[k] for k in range(1, N + 1)]
+    delta = nudge_response(net, h_star, target, eps=eps, beta=beta, clip=clip)
     arrival: list = [None] * (N + 1)
     predicted: list = [None] * (N + 1)
     silent: list = [None] * (N + 1)

@@ -36,9 +36,10 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from .arrival import nudge_response
 from .checks import check_eps, check_positive_int, check_real
 from .data import Dataset
-from .dynamics import relax, run
+from .dynamics import relax
 from .estimators import ep_gradient, ep_symmetric_gradient
 from .io import atomic_torch_save
 from .network import LayeredEBM, State
@@ -213,14 +214,13 @@ def first_arrival_gradient(
     if not isinstance(drho, bool):
         raise TypeError(f"drho: expected bool, got {type(drho).__name__}")
     N = net.N
-    nudged = run(net, h_free, steps=N + 1, eps=eps, beta=beta, target=target, clip=clip)
-    free = run(net, h_free, steps=N + 1, eps=eps, clip=clip)
+    delta = nudge_response(net, h_free, target, eps=eps, beta=beta, clip=clip)
     B = h_free[0].shape[0]
     act = net.activation
     out: list = [None]
     for k in range(1, N + 1):
         d = N - k
-        g_hat = -(nudged.h[k][d + 1] - free.h[k][d + 1]) / (beta * eps ** (d + 1))
+        g_hat = -delta[k][d + 1] / (beta * eps ** (d + 1))
         e = act.drho(h_free[k]) * g_hat if drho else g_hat
         r_prev = h_free[0] if k == 1 else act.rho(h_free[k - 1])
         out.append((r_prev.T @ e / B, e.mean(0)))
