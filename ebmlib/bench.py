@@ -365,9 +365,10 @@ def bench_chapters(build_dir: Path) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- report
 def _table(res: dict[str, Any]) -> str:
+    gpu = res["machine"].get("gpu")
     lines = [
         f"ebmlib bench  torch {res['torch']}  device {res['device']}  threads {res['threads']}  "
-        f"{res['machine']['cpu']}",
+        f"{res['machine']['cpu']}" + (f"  GPU {gpu}" if gpu else ""),
         "",
         "relaxation step (free phase, float32, median of repetitions; ratios from the same rounds)",
         f"{'sizes':>16} {'B':>4} {'step':>10} {'GFLOP/s':>8} {'mm GFLOP/s':>10} {'roofline':>9} "
@@ -431,8 +432,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--activation", default="sigmoid", help="activation of the step benchmark")
     ap.add_argument("--reps", type=int, default=None, help="repetitions per measurement")
     ap.add_argument("--out", type=Path, default=None, help="JSON output (default _build/bench.json)")
+    ap.add_argument("--commit", default=None,
+                    help="the commit being measured, when the tree is a copy outside git (default: git rev-parse)")
     args = ap.parse_args(argv)
-    from .figures import find_root
+    from .figures import find_root, git_commit
 
     root = find_root()
     out = args.out or root / "_build" / "bench.json"
@@ -448,7 +451,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         "quick": args.quick,
         **_env(device, torch.float32, reps),
         "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version()},
+                    "python": platform.python_version(),
+                    **({"gpu": torch.cuda.get_device_name(device)} if device.type == "cuda" else {})},
+        "commit": args.commit or git_commit(root),
         "note": "medians after a warm-up; ratios are medians of per-round ratios from interleaved rounds, "
                 "so a load change on a shared machine hits both sides of a ratio alike",
     }

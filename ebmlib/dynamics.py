@@ -7,7 +7,8 @@ closed form (no autograd), the input drive ``b_1 + W_1ᵀx`` is computed once pe
 call, ρ(h) once per step, and the host is asked about convergence or
 divergence only every ``check_every`` steps (one sync for both).
 
-The hot loop (``_step``) fuses the force with the Euler update; it is checked
+The hot loop (``_step``) fuses the force with the Euler update on flat, layer-major
+buffers (one elementwise kernel per stage for all layers, nothing allocated per step); it is checked
 against the straightforward step ``ebmlib.bench.reference_step`` to 1e-12 in
 float64 (tests/test_perf.py) and timed by ``python -m ebmlib bench``.
 """
@@ -15,7 +16,9 @@ float64 (tests/test_perf.py) and timed by ``python -m ebmlib bench``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Optional
 
 import torch
@@ -26,6 +29,54 @@ from .checks import DivergenceError, check_eps, check_positive_int, check_real, 
 from .network import LayeredEBM, State
 
 __all__ = ["Relaxation", "Trajectory", "step", "relax", "run"]
+
+
+class _Workspace:
+    """Flat, layer-major buffers for one call: a ring of states, ρ(h) and the pre-activations.
+
+    Layer ``k`` of a buffer is the contiguous slice ``[o_{k−1}, o_k)`` viewed as ``(B, n_k)``,
+    so the elementwise part of a step (ρ, ρ', the Euler update, the clip) is one kernel for
+    all layers together, and the matrix products write into the slices (``out=``). Views
+    and the product operands are made once per call: a step allocates nothing.
+    """
+
+    def __init__(self, net: LayeredEBM, drive: Tensor, states: int):
+        B = drive.shape[0]
+        self.offsets = [0]
+        for n in net.sizes[1:]:
+            self.offsets.append(self.offsets[-1] + B * n)
+        self.B, self.sizes = B, net.sizes
+
+        def buffer() -> Tensor:
+            return torch.zeros(self.offsets[-1], dtype=net.dtype, device=net.device)
+
+        self.H = [buffer() for _ in range(states)]  # states: h_1 … h_N of one time
+        self.R, self.P = buffer(), buffer()  # ρ(h) and pre_k (then ρ'(h_k) ⊙ pre_k)
+        self.Hv = [self.views(t) for t in self.H]
+        self.Rv, self.Pv = self.views(self.R), self.views(self.P)
+        N = net.N
+        # pre_k = c_k + ρ(h_{k−1}) W_k [+ ρ(h_{k+1}) W_{k+1}ᵀ]: (c, bottom-up operands, top-down operands) per layer.
+        # Bottom-up W_k is stored column-major (a contiguous copy of W_kᵀ, viewed back): BLAS runs the skinny
+        # products with small n_k 1.5–2.3× faster that way (python -m ebmlib bench).
+        self.plan: list = [None]
+        for k in range(1, N + 1):
+            up = (self.Rv[k - 1], net.W[k].T.contiguous().T) if k > 1 else None
+            down = (self.Rv[k + 1], net.W[k + 1].T) if k < N else None
+            self.plan.append((drive if k == 1 else net.b[k], up, down))
+
+    def views(self, buf: Tensor) -> list:
+        """``[None, h_1, …, h_N]``: the layers of a flat buffer as ``(B, n_k)`` views."""
+        o = self.offsets
+        return [None] + [buf[o[k - 1]:o[k]].view(self.B, n) for k, n in enumerate(self.sizes[1:], start=1)]
+
+    def load(self, i: int, h: State) -> None:
+        """Copy the layers of the state list ``h`` into state buffer ``i``."""
+        for k in range(1, len(h)):
+            self.Hv[i][k].copy_(h[k])
+
+    def state(self, x: Tensor, i: int) -> State:
+        """State buffer ``i`` as a state list ``[x, h_1, …, h_N]`` (views, no copy)."""
+        return [x] + self.Hv[i][1:]
 
 
 @dataclass
@@ -40,10 +91,9 @@ class _Config:
     max_abs: float
     beta_target: Optional[Tensor] = None  # β·d, hoisted out of the loop
     schedule: str = "synchronous"  # or "alternate": odd layers, then even layers (relax only)
-    WT: list = field(default_factory=list)  # [None, W_1ᵀ, …, W_Nᵀ]: transposed views, made once per call
-    # bottom-up operands W_k stored column-major (a contiguous copy of W_kᵀ, viewed back): BLAS runs the
-    # skinny products ρ(h_{k−1}) W_k with small n_k 1.5–2.3× faster that way (python -m ebmlib bench)
-    WB: list = field(default_factory=list)
+    ws: Optional[_Workspace] = None
+    programs: dict = field(default_factory=dict)  # (i, j, parity) → the bound calls of a step (_program)
+
 
 
 def check_step_args(
@@ -88,6 +138,7 @@ def _configure(
     clip: Optional[bool],
     generator: Optional[torch.Generator],
     max_abs: float,
+    states: int,
     name: str = "h",
 ) -> _Config:
     h, eps, beta, target, clip = check_step_args(net, h, eps=eps, beta=beta, target=target, clip=clip, name=name)
@@ -104,108 +155,114 @@ def _configure(
             raise ValueError(f"generator: on device {generator.device}, the network is on {net.device}")
     bounds = (net.activation.lo, net.activation.hi) if clip else None
     beta_target = beta * target if beta != 0.0 else None
-    return _Config(eps, beta, target, math.sqrt(2.0 * eps * T), bounds, generator, net.input_drive(h[0]), max_abs,
-                   beta_target, WT=[None] + [net.W[k].T for k in range(1, net.N + 1)],
-                   WB=[None, None] + [net.W[k].T.contiguous().T for k in range(2, net.N + 1)])
-
-
-def _rho(act: Activation, h: Tensor) -> Tensor:
-    """ρ(h) alone for the library's activations (ρ' is applied later by :func:`_times_drho`)."""
-    if act is _SIGMOID:
-        return torch.sigmoid(h)
-    if act is _TANH:
-        return torch.tanh(h)
-    if act is _HARD_SIGMOID:
-        return h.clamp(0.0, 1.0)
-    return act.rho(h)
-
-
-def _times_drho(act: Activation, h: Tensor, r: Tensor, pre: Tensor) -> Tensor:
-    """``ρ'(h) ⊙ pre`` with ``r = ρ(h)``: one elementwise pass, no ρ' tensor (may reuse ``pre``).
-
-    sigmoid: ρ' = r(1 − r); tanh: ρ' = 1 − r² (each one fused aten kernel, autograd's own derivative);
-    hard sigmoid: ρ' = 1 where 0 ≤ h ≤ 1 (inclusive), i.e. where ``clip(h) == h``. Other
-    activations use their own ``drho``. Same values as ``act.drho(h) * pre`` up to rounding.
-    """
-    if act is _SIGMOID:  # pre·r(1 − r) in one kernel (autograd's own sigmoid derivative)
-        return torch.ops.aten.sigmoid_backward(pre, r)
-    if act is _TANH:  # pre·(1 − r²) in one kernel
-        return torch.ops.aten.tanh_backward(pre, r)
-    if act is _HARD_SIGMOID:
-        return pre.mul_(r == h)
-    return pre.mul_(act.drho(h))
+    drive = net.input_drive(h[0])
+    return _Config(eps, beta, target, math.sqrt(2.0 * eps * T), bounds, generator, drive, max_abs, beta_target,
+                   ws=_Workspace(net, drive, states))
 
 
 _SIGMOID, _TANH, _HARD_SIGMOID = ACTIVATIONS["sigmoid"], ACTIVATIONS["tanh"], ACTIVATIONS["hard_sigmoid"]
 
 
-def _step(
-    net: LayeredEBM, h: State, cfg: _Config, out: Optional[State] = None, parity: Optional[int] = None
-) -> State:
-    """One synchronous step; returns a new state list (``h`` is not modified).
+def _rho_into(act: Activation, h: Tensor, out: Tensor) -> Callable[[], object]:
+    """The call ``out ← ρ(h)`` (ρ' is applied later, by :func:`_times_drho_`)."""
+    if act is _SIGMOID:
+        return partial(torch.sigmoid, h, out=out)
+    if act is _TANH:
+        return partial(torch.tanh, h, out=out)
+    if act is _HARD_SIGMOID:
+        return partial(torch.clamp, h, 0.0, 1.0, out=out)
+    return lambda: out.copy_(act.rho(h))
 
-    With ``parity`` (0 or 1) only the layers ``k ≡ parity (mod 2)`` move; the others are
-    passed through (the same tensors). ``out`` is not supported together with ``parity``.
+
+def _times_drho_(act: Activation, h: Tensor, r: Tensor, pre: Tensor) -> Callable[[], object]:
+    """The call ``pre ← ρ'(h) ⊙ pre`` in place, with ``r = ρ(h)``: one elementwise pass, no ρ' tensor.
+
+    sigmoid: ρ' = r(1 − r); tanh: ρ' = 1 − r² (each one fused aten kernel, autograd's own derivative);
+    hard sigmoid: ρ' = 1 where 0 ≤ h ≤ 1 (inclusive), i.e. where ``clip(h) == h``. Other
+    activations use their own ``drho``. Same values as ``act.drho(h) * pre`` up to rounding.
+    """
+    if act is _SIGMOID:
+        return partial(torch.ops.aten.sigmoid_backward.grad_input, pre, r, grad_input=pre)
+    if act is _TANH:
+        return partial(torch.ops.aten.tanh_backward.grad_input, pre, r, grad_input=pre)
+    if act is _HARD_SIGMOID:
+        return lambda: pre.mul_(r == h)
+    return lambda: pre.mul_(act.drho(h))
+
+
+def _add_noise(h: Tensor, std: float, generator: torch.Generator) -> None:
+    h.add_(torch.randn(h.shape, generator=generator, dtype=h.dtype, device=h.device), alpha=std)
+
+
+def _program(net: LayeredEBM, cfg: _Config, i: int, j: int, parity: Optional[int]) -> tuple:
+    """The calls of one step from state buffer ``i`` into ``j``, bound once (see :func:`_step`)."""
+    ws, act, N = cfg.ws, net.activation, net.N
+    src, dst, P, Pv = ws.H[i], ws.H[j], ws.P, ws.Pv
+    moving = [k for k in range(1, N + 1) if parity is None or k % 2 == parity]
+    ops: list[Callable[[], object]] = [_rho_into(act, src, ws.R)]
+    for k in moving:
+        c, up, down = ws.plan[k]
+        if up is not None:
+            ops.append(partial(torch.addmm, c, *up, out=Pv[k]))
+            if down is not None:
+                ops.append(partial(Pv[k].addmm_, *down))
+        elif down is not None:
+            ops.append(partial(torch.addmm, c, *down, out=Pv[k]))
+        else:
+            ops.append(partial(Pv[k].copy_, c))
+    ops.append(_times_drho_(act, src, ws.R, P))
+    if cfg.beta_target is not None and N in moving:
+        # ρ'⊙pre + β(d − y) in the bracket: the lerp then subtracts εy, so f_N = ρ'⊙pre + β(d − y) − y
+        ops += [partial(Pv[N].add_, cfg.beta_target), partial(Pv[N].sub_, ws.Hv[i][N], alpha=cfg.beta)]
+    ops.append(partial(torch.lerp, src, P, cfg.eps, out=dst))
+    if cfg.noise_std > 0.0:  # ξ drawn layer by layer, k = 1 … N
+        ops += [partial(_add_noise, ws.Hv[j][k], cfg.noise_std, cfg.generator) for k in moving]
+    if cfg.clip is not None:
+        ops.append(partial(dst.clamp_, *cfg.clip))
+    ops += [partial(ws.Hv[j][k].copy_, ws.Hv[i][k]) for k in range(1, N + 1) if k not in moving]
+    return tuple(ops)
+
+
+def _step(net: LayeredEBM, cfg: _Config, i: int, j: int, parity: Optional[int] = None) -> None:
+    """One synchronous step from state buffer ``i`` of ``cfg.ws`` into state buffer ``j``.
 
     ``h_k ← h_k + ε(ρ'(h_k) ⊙ pre_k − h_k)`` with ``pre_k = b_k + W_kᵀρ(h_{k−1}) + W_{k+1}ρ(h_{k+1})``
-    (+ ``β(d − y)`` on the output), i.e. ``net.force`` fused with the Euler update: ρ and ρ' once per
-    layer, ρ' folded into ``pre``, one ``addmm`` per coupling accumulated in place, the hoisted drive
-    and β·d, and the new
-    state written by one ``lerp`` (into ``out[k]`` when given, e.g. a slot of a trajectory).
+    (+ ``β(d − y)`` inside the bracket on the output), i.e. ``net.force`` fused with the Euler
+    update. ρ, ρ'⊙pre, the update (one ``lerp``) and the clip each run once over all layers
+    (flat buffers); the products write into the layers' slices; the drive and β·d are hoisted.
+    The calls are bound once per (i, j, parity) (:func:`_program`), so a step is a loop over
+    them: no allocation, no argument handling, no host sync.
+
+    With ``parity`` (0 or 1) only the layers ``k ≡ parity (mod 2)`` move; the others are copied.
     """
-    N = net.N
-    WB, WT, b = cfg.WB, cfg.WT, net.b
-    eps = cfg.eps
-    act = net.activation
-    rho: list[Tensor] = [h[0]] + [_rho(act, h[k]) for k in range(1, N + 1)]
-    new = [h[0]]
-    for k in range(1, N + 1):
-        hk = h[k]
-        if parity is not None and k % 2 != parity:
-            new.append(hk)
-            continue
-        if k == 1:
-            # a new tensor: never write into the hoisted drive
-            pre = torch.addmm(cfg.drive, rho[2], WT[2]) if N > 1 else cfg.drive.clone()
-        else:
-            pre = torch.addmm(b[k], rho[k - 1], WB[k])
-            if k < N:
-                pre.addmm_(rho[k + 1], WT[k + 1])
-        pre = _times_drho(act, hk, rho[k], pre)
-        dst = out[k] if out is not None else None
-        if k == N and cfg.beta_target is not None:
-            # f_N = ρ'⊙pre + βd − (1 + β) y
-            pre.add_(cfg.beta_target).sub_(hk, alpha=1.0 + cfg.beta)
-            hk = torch.add(hk, pre, alpha=eps, out=dst) if dst is not None else torch.add(hk, pre, alpha=eps)
-        else:
-            hk = torch.lerp(hk, pre, eps, out=dst) if dst is not None else torch.lerp(hk, pre, eps)
-        if cfg.noise_std > 0.0:
-            noise = torch.randn(hk.shape, generator=cfg.generator, dtype=hk.dtype, device=hk.device)
-            hk.add_(noise, alpha=cfg.noise_std)
-        if cfg.clip is not None:
-            hk.clamp_(cfg.clip[0], cfg.clip[1])
-        new.append(hk)
-    return new
+    key = (i, j, parity)
+    ops = cfg.programs.get(key)
+    if ops is None:
+        ops = cfg.programs[key] = _program(net, cfg, i, j, parity)
+    for op in ops:
+        op()
 
 
-def _advance(net: LayeredEBM, h: State, cfg: _Config) -> State:
-    """One step of ``cfg.schedule``: synchronous, or an odd-layer half step then an even-layer one."""
+def _advance(net: LayeredEBM, cfg: _Config, i: int) -> int:
+    """One step of ``cfg.schedule`` from state buffer ``i`` to the next of the ring; returns its index.
+
+    synchronous: one :func:`_step`; alternate: an odd-layer half step, then an even-layer one
+    (a ring of three, so that the result is not written over ``i``).
+    """
+    n = len(cfg.ws.H)
     if cfg.schedule == "alternate":
-        return _step(net, _step(net, h, cfg, parity=1), cfg, parity=0)
-    return _step(net, h, cfg)
+        a, b = (i + 1) % n, (i + 2) % n
+        _step(net, cfg, i, a, parity=1)
+        _step(net, cfg, a, b, parity=0)
+        return b
+    j = (i + 1) % n
+    _step(net, cfg, i, j)
+    return j
 
 
 def _max_abs(t: Tensor) -> Tensor:
     """max |t| as a 0-d tensor; NaN if ``t`` holds a NaN (amax propagates it), 0 if ``t`` is empty."""
     return t.abs().amax() if t.numel() else t.new_zeros(())
-
-
-def _layer_stats(h: State, prev: Optional[State] = None) -> list[float]:
-    """``max|h_k|`` for k = 1…N, then ``max|h_k − prev_k|`` when ``prev`` is given: one host sync."""
-    vals = [_max_abs(h[k]) for k in range(1, len(h))]
-    if prev is not None:
-        vals += [_max_abs(h[k] - prev[k]) for k in range(1, len(h))]
-    return torch.stack(vals).tolist()
 
 
 def _first_bad(maxima: list[float], max_abs: float) -> Optional[int]:
@@ -218,18 +275,21 @@ def _first_bad(maxima: list[float], max_abs: float) -> Optional[int]:
 
 def _bad_layer(h: State, max_abs: float) -> Optional[int]:
     """First layer holding a non-finite value or one beyond ``max_abs`` (one host sync)."""
-    return _first_bad(_layer_stats(h), max_abs)
+    return _first_bad(torch.stack([_max_abs(h[k]) for k in range(1, len(h))]).tolist(), max_abs)
 
 
 def _locate_divergence(
-    net: LayeredEBM, h: State, cfg: _Config, start: int, stop: int, gen_state: Optional[Tensor]
+    net: LayeredEBM, cfg: _Config, good: State, start: int, stop: int, gen_state: Optional[Tensor]
 ) -> None:
-    """Replay from the last good check point, one step at a time, and raise at the first bad step."""
+    """Replay from the last good check point ``good``, one step at a time, and raise at the first bad step."""
     if cfg.generator is not None and gen_state is not None:
         cfg.generator.set_state(gen_state)
+    ws = cfg.ws
+    ws.load(0, good)
+    i = 0
     for t in range(start + 1, stop + 1):
-        h = _advance(net, h, cfg)
-        layer = _bad_layer(h, cfg.max_abs)
+        i = _advance(net, cfg, i)
+        layer = _bad_layer(ws.Hv[i], cfg.max_abs)
         if layer is not None:
             raise DivergenceError(t, layer, f"non-finite or |h| > {cfg.max_abs:g}")
     raise DivergenceError(stop, 0, "detected at this check point; the replay did not reproduce it")
@@ -247,8 +307,11 @@ def step(
     generator: Optional[torch.Generator] = None,
 ) -> State:
     """One synchronous Euler (T = 0) or Langevin (T > 0) step of ``dh/dt = −∂F/∂h``."""
-    cfg = _configure(net, h, eps=eps, beta=beta, target=target, T=T, clip=clip, generator=generator, max_abs=1e300)
-    return _step(net, h, cfg)
+    cfg = _configure(net, h, eps=eps, beta=beta, target=target, T=T, clip=clip, generator=generator,
+                     max_abs=1e300, states=2)
+    cfg.ws.load(0, h)
+    _step(net, cfg, 0, 1)
+    return cfg.ws.state(h[0], 1)
 
 
 @dataclass
@@ -297,33 +360,37 @@ def relax(
     else:
         if not isinstance(h0, (list, tuple)) or len(h0) != net.N + 1:
             raise ValueError(f"h0: expected a list [x, h_1, ..., h_N] of length {net.N + 1}")
-        h = net.check_state([x] + [t.clone() for t in h0[1:]], "h0")
-    cfg = _configure(net, h, eps=eps, beta=beta, target=target, T=0.0, clip=clip, generator=None, max_abs=max_abs)
+        h = [x] + list(h0[1:])  # checked by _configure, copied into the workspace, never written
     if schedule not in ("synchronous", "alternate"):
         raise ValueError(f"schedule: expected 'synchronous' or 'alternate', got {schedule!r}")
-    cfg.schedule = schedule
     tol = check_real("tol", tol)
     check_positive_int("max_steps", max_steps, minimum=0)
     check_positive_int("check_every", check_every)
+    cfg = _configure(net, h, eps=eps, beta=beta, target=target, T=0.0, clip=clip, generator=None,
+                     max_abs=max_abs, states=3, name="h" if h0 is None else "h0")
+    cfg.schedule = schedule
+    ws = cfg.ws
+    if h0 is not None:
+        ws.load(0, h)
+    good = ws.H[0].clone()  # the state at the last check point, where a divergence replay starts
     history: list[tuple[int, float]] = []
-    t, residual = 0, math.inf
-    last_good, last_good_t = h, 0
+    t, residual, i, last_good_t = 0, math.inf, 0, 0
     while t < max_steps:
         n = min(check_every, max_steps - t)
-        for _ in range(n - 1):
-            h = _advance(net, h, cfg)
-        prev = h
-        h = _advance(net, prev, cfg)
+        for _ in range(n):
+            prev, i = i, _advance(net, cfg, i)
         t += n
-        stats = _layer_stats(h, prev)  # divergence and residual with one host sync
-        if _first_bad(stats[: net.N], cfg.max_abs) is not None:
-            _locate_divergence(net, last_good, cfg, last_good_t, t, None)
-        last_good, last_good_t = h, t
-        residual = max(stats[net.N:]) / cfg.eps
+        # divergence and residual over all layers with one host sync
+        big, move = torch.stack([_max_abs(ws.H[i]), _max_abs(ws.H[i] - ws.H[prev])]).tolist()
+        if not big <= cfg.max_abs:
+            _locate_divergence(net, cfg, [x] + ws.views(good)[1:], last_good_t, t, None)
+        good.copy_(ws.H[i])
+        last_good_t = t
+        residual = move / cfg.eps
         history.append((t, residual))
         if residual <= tol:
-            return Relaxation(h, t, residual, True, history)
-    return Relaxation(h, t, residual, False, history)
+            return Relaxation(ws.state(x, i), t, residual, True, history)
+    return Relaxation(ws.state(x, i), t, residual, False, history)
 
 
 @dataclass
@@ -367,20 +434,24 @@ def run(
     check_positive_int("steps", steps, minimum=0)
     check_positive_int("check_every", check_every)
     cfg = _configure(net, h0, eps=eps, beta=beta, target=target, T=T, clip=clip, generator=generator,
-                     max_abs=max_abs, name="h0")
+                     max_abs=max_abs, states=2, name="h0")
+    ws = cfg.ws
     B = h0[0].shape[0]
     rec = [None] + [torch.empty((steps + 1, B, n), dtype=net.dtype, device=net.device) for n in net.sizes[1:]]
     for k in range(1, net.N + 1):
         rec[k][0] = h0[k]
-    h = list(h0)
-    last_good, last_good_t = h, 0
+    ws.load(0, h0)
+    i, last_good_t = 0, 0
     gen_state = generator.get_state() if cfg.generator is not None else None
     for t in range(1, steps + 1):
-        h = _step(net, h, cfg, out=[None] + [rec[k][t] for k in range(1, net.N + 1)])  # written in place
+        i = _advance(net, cfg, i)
+        for k in range(1, net.N + 1):
+            rec[k][t].copy_(ws.Hv[i][k])
         if t % check_every == 0 or t == steps:
-            if _bad_layer(h, cfg.max_abs) is not None:
-                _locate_divergence(net, last_good, cfg, last_good_t, t, gen_state)
-            last_good, last_good_t = h, t
+            if not _max_abs(ws.H[i]).item() <= cfg.max_abs:
+                good = [h0[0]] + [rec[k][last_good_t] for k in range(1, net.N + 1)]
+                _locate_divergence(net, cfg, good, last_good_t, t, gen_state)
+            last_good_t = t
             gen_state = generator.get_state() if cfg.generator is not None else None
     rec[0] = h0[0].unsqueeze(0).expand(steps + 1, *h0[0].shape)
     return Trajectory(rec)

@@ -108,7 +108,8 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def _git_commit(root: Path) -> str:
+def git_commit(root: Path) -> str:
+    """The checked-out commit, with ``+dirty`` when tracked files changed; ``unknown`` outside git."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         commit = out.stdout.strip() or "unknown"
@@ -123,7 +124,7 @@ def versions(root: Optional[Path] = None) -> dict[str, str]:
     from . import __version__
 
     return {
-        "git_commit": _git_commit(root or find_root()),
+        "git_commit": git_commit(root or find_root()),
         "ebmlib": __version__,
         "torch": torch.__version__,
         "numpy": np.__version__,

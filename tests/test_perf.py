@@ -180,3 +180,37 @@ def test_alternate_schedule_is_one_sweep_of_half_steps():
         assert float((r.h[k] - want).abs().max()) <= TOL
     with pytest.raises(ValueError, match="schedule"):
         eb.relax(net, x, eps=0.5, schedule="random")
+
+
+def test_relax_and_step_leave_their_inputs_alone_and_results_do_not_alias():
+    """The loop runs in its own flat buffers: h0 is copied in, and each call returns its own state."""
+    net = random_net(SIZES, "tanh", seed=12)
+    x, d, h = random_batch(net, B=3, seed=9)
+    before = [t.clone() for t in h]
+    a = eb.relax(net, x, h, eps=0.5, tol=0.0, max_steps=13, check_every=4)
+    b = eb.relax(net, x, h, eps=0.5, beta=0.3, target=d, tol=0.0, max_steps=13, check_every=5)
+    s = eb.step(net, h, eps=0.5)
+    for k in range(1, net.N + 1):
+        assert torch.equal(h[k], before[k])
+    keep = [t.clone() for t in a.h]
+    for t in b.h[1:] + s[1:]:
+        t.fill_(7.0)  # writing into one result leaves the others (and the other layers) untouched
+    for k in range(1, net.N + 1):
+        assert torch.equal(a.h[k], keep[k])
+    assert a.h[1].is_contiguous() and a.h[1].shape == (3, SIZES[1])
+
+
+@pytest.mark.parametrize("activation, clip, beta, calls", [
+    ("sigmoid", False, 0.0, 1 + 6 + 1 + 1),  # ρ, 2N − 2 = 6 products, ρ'⊙pre, lerp (N = 4)
+    ("hard_sigmoid", True, 0.0, 1 + 6 + 1 + 1 + 1),  # … and the clip
+    ("sigmoid", False, 0.5, 1 + 6 + 1 + 2 + 1),  # … and + βd − βy on the output
+])
+def test_a_step_is_one_call_per_elementwise_stage(activation, clip, beta, calls):
+    """ρ, ρ'⊙pre, the update and the clip run once over all layers (the flat buffers), not once per layer."""
+    from ebmlib import dynamics
+
+    net = random_net(SIZES, activation, seed=13)
+    x, d, h = random_batch(net, B=2, seed=10)
+    cfg = dynamics._configure(net, h, eps=0.5, beta=beta, target=d, T=0.0, clip=clip, generator=None,
+                              max_abs=1e6, states=2)
+    assert len(dynamics._program(net, cfg, 0, 1, None)) == calls
