@@ -7,7 +7,9 @@ compared, reported as a ratio measured in the same interleaved rounds:
    784-500-10 and 784-500-500-10 at batch 20 and 256;
 2. ``roofline_ratio``: the FLOP/s of that step divided by the FLOP/s that
    ``torch.addmm`` reaches on the same list of matrix shapes alone
-   (:func:`step_matmuls`; the input drive is hoisted, so it is not counted);
+   (:func:`step_matmuls`; the input drive is hoisted, so it is not counted), on
+   torch's thread count or the loop's (:func:`ebmlib.dynamics.loop_threads`),
+   whichever is faster in each round;
 3. ``speedup_vs_autograd``: the time of :func:`autograd_step` (energy → autograd
    gradient every step, input term recomputed: how public implementations
    usually run these models) divided by the time of our step;
@@ -39,7 +41,7 @@ import torch
 from torch import Tensor
 
 from .checks import check_positive_int, check_real
-from .dynamics import check_step_args, relax
+from .dynamics import check_step_args, intra_op_threads, loop_threads, relax
 from .network import LayeredEBM, State
 
 __all__ = ["reference_step", "autograd_step", "step_matmuls", "step_flops", "ep_update", "main"]
@@ -230,6 +232,12 @@ def bench_step(
                 torch.addmm(c, a, w, out=o)
         sync()
 
+    threads = loop_threads(net, batch)
+
+    def matmuls_loop_threads() -> None:  # the same on the loop's thread count: the roofline takes the faster
+        with intra_op_threads(threads):
+            matmuls()
+
     clip = net.activation.clip_by_default
 
     def autograd() -> None:
@@ -238,7 +246,12 @@ def bench_step(
             h = _autograd_step(net, h, 0.5, 0.0, None, clip)
         sync()
 
-    t = _interleaved({"ours": ours, "matmul": matmuls, "autograd": autograd}, reps)
+    fns = {"ours": ours, "matmul": matmuls, "autograd": autograd}
+    if threads is not None and threads < torch.get_num_threads():
+        fns["matmul_loop_threads"] = matmuls_loop_threads
+    t = _interleaved(fns, reps)
+    if "matmul_loop_threads" in t:  # the best that torch's products reach, round by round
+        t["matmul"] = [min(a, b) for a, b in zip(t["matmul"], t.pop("matmul_loop_threads"))]
     flops = step_flops(sizes, batch)
     step_s = statistics.median(t["ours"]) / steps
     mm_s = statistics.median(t["matmul"]) / steps
@@ -248,6 +261,7 @@ def bench_step(
         "activation": activation,
         "steps_per_repetition": steps,
         **_env(device, dtype, reps),
+        "loop_threads": threads or torch.get_num_threads(),
         "step_time_s": step_s,
         "matmul_time_s": mm_s,
         "autograd_step_time_s": statistics.median(t["autograd"]) / steps,
@@ -370,13 +384,15 @@ def _table(res: dict[str, Any]) -> str:
         f"ebmlib bench  torch {res['torch']}  device {res['device']}  threads {res['threads']}  "
         f"{res['machine']['cpu']}" + (f"  GPU {gpu}" if gpu else ""),
         "",
-        "relaxation step (free phase, float32, median of repetitions; ratios from the same rounds)",
-        f"{'sizes':>16} {'B':>4} {'step':>10} {'GFLOP/s':>8} {'mm GFLOP/s':>10} {'roofline':>9} "
+        "relaxation step (free phase, float32, median of repetitions; ratios from the same rounds;",
+        " thr: intra-op threads of our loop, see ebmlib.dynamics.ONE_THREAD_MACS; the references use torch's)",
+        f"{'sizes':>16} {'B':>4} {'thr':>3} {'step':>10} {'GFLOP/s':>8} {'mm GFLOP/s':>10} {'roofline':>9} "
         f"{'autograd':>10} {'speedup':>8}",
     ]
     for r in res["relaxation"]:
         lines.append(
-            f"{'-'.join(map(str, r['sizes'])):>16} {r['batch']:>4} {r['step_time_s'] * 1e6:8.1f}us "
+            f"{'-'.join(map(str, r['sizes'])):>16} {r['batch']:>4} {r.get('loop_threads', '?'):>3} "
+            f"{r['step_time_s'] * 1e6:8.1f}us "
             f"{r['gflops']:8.2f} {r['matmul_gflops']:10.2f} {r['roofline_ratio']:9.2f} "
             f"{r['autograd_step_time_s'] * 1e6:8.1f}us {r['speedup_vs_autograd']:7.1f}x"
         )

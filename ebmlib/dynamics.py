@@ -7,16 +7,20 @@ closed form (no autograd), the input drive ``b_1 + W_1ᵀx`` is computed once pe
 call, ρ(h) once per step, and the host is asked about convergence or
 divergence only every ``check_every`` steps (one sync for both).
 
-The hot loop (``_step``) fuses the force with the Euler update on flat, layer-major
-buffers (one elementwise kernel per stage for all layers, nothing allocated per step); it is checked
-against the straightforward step ``ebmlib.bench.reference_step`` to 1e-12 in
-float64 (tests/test_perf.py) and timed by ``python -m ebmlib bench``.
+The hot loop (:func:`_program`) fuses the force with the Euler update on flat,
+layer-major buffers: each elementwise stage (ρ, ρ'⊙pre, the update, the clip) is
+one call for all layers, the products write into the layers' slices, and the
+calls are bound once per call of :func:`relax` / :func:`run`, so a step allocates
+nothing. Small CPU steps run on one intra-op thread (:data:`ONE_THREAD_MACS`). The
+loop is checked against the straightforward step ``ebmlib.bench.reference_step``
+to 1e-12 in float64 (tests/test_perf.py) and timed by ``python -m ebmlib bench``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Optional
@@ -28,7 +32,14 @@ from .activations import ACTIVATIONS, Activation
 from .checks import DivergenceError, check_eps, check_positive_int, check_real, check_temperature
 from .network import LayeredEBM, State
 
-__all__ = ["Relaxation", "Trajectory", "step", "relax", "run"]
+__all__ = ["Relaxation", "Trajectory", "step", "relax", "run", "loop_threads", "intra_op_threads", "ONE_THREAD_MACS"]
+
+# A CPU step with at most this many multiply-adds (B·Σ n_in·n_out over its products) runs its loop on one
+# intra-op thread. Measured on the 2-core development machine: two threads save little or nothing there
+# (784-500-10 at B = 20: 23.9 µs a step on one, 23.0 on two; 64-64-10 at B = 20: 10.3 and 12.0), and when
+# another process holds a core each parallel product waits for the descheduled thread (63 µs a step on two
+# threads against 24 on one). Set it to 0 to keep torch's thread count everywhere.
+ONE_THREAD_MACS = 250_000
 
 
 class _Workspace:
@@ -92,8 +103,9 @@ class _Config:
     beta_target: Optional[Tensor] = None  # β·d, hoisted out of the loop
     schedule: str = "synchronous"  # or "alternate": odd layers, then even layers (relax only)
     ws: Optional[_Workspace] = None
+    threads: Optional[int] = None  # intra-op threads for the loop (None: torch's setting); see ONE_THREAD_MACS
     programs: dict = field(default_factory=dict)  # (i, j, parity) → the bound calls of a step (_program)
-
+    chunks: dict = field(default_factory=dict)  # (i, n) → n steps' calls from buffer i (_chunk)
 
 
 def check_step_args(
@@ -157,7 +169,33 @@ def _configure(
     beta_target = beta * target if beta != 0.0 else None
     drive = net.input_drive(h[0])
     return _Config(eps, beta, target, math.sqrt(2.0 * eps * T), bounds, generator, drive, max_abs, beta_target,
-                   ws=_Workspace(net, drive, states))
+                   ws=_Workspace(net, drive, states), threads=loop_threads(net, h[0].shape[0]))
+
+
+def loop_threads(net: LayeredEBM, batch: int) -> Optional[int]:
+    """Intra-op threads of the relaxation loop for ``batch`` samples: 1 for a small CPU step, else ``None``
+    (torch's own setting). Small: at most :data:`ONE_THREAD_MACS` multiply-adds, ``B · 2Σ_{k≥2} n_{k−1}n_k``."""
+    if not isinstance(net, LayeredEBM):
+        raise TypeError(f"net: expected a LayeredEBM, got {type(net).__name__}")
+    check_positive_int("batch", batch, minimum=0)
+    macs = batch * 2 * sum(net.sizes[k - 1] * net.sizes[k] for k in range(2, net.N + 1))
+    return 1 if net.device.type == "cpu" and macs <= ONE_THREAD_MACS else None
+
+
+@contextmanager
+def intra_op_threads(n: Optional[int]) -> Iterator[None]:
+    """Run the block on at most ``n`` torch intra-op threads (``None``: unchanged); the setting is restored."""
+    if n is not None:
+        check_positive_int("n", n)
+    old = torch.get_num_threads()
+    if n is None or old <= n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 _SIGMOID, _TANH, _HARD_SIGMOID = ACTIVATIONS["sigmoid"], ACTIVATIONS["tanh"], ACTIVATIONS["hard_sigmoid"]
@@ -195,7 +233,16 @@ def _add_noise(h: Tensor, std: float, generator: torch.Generator) -> None:
 
 
 def _program(net: LayeredEBM, cfg: _Config, i: int, j: int, parity: Optional[int]) -> tuple:
-    """The calls of one step from state buffer ``i`` into ``j``, bound once (see :func:`_step`)."""
+    """The calls of one synchronous step from state buffer ``i`` of ``cfg.ws`` into buffer ``j``, bound once.
+
+    ``h_k ← h_k + ε(ρ'(h_k) ⊙ pre_k − h_k)`` with ``pre_k = b_k + W_kᵀρ(h_{k−1}) + W_{k+1}ρ(h_{k+1})``
+    (+ ``β(d − y)`` inside the bracket on the output), i.e. ``net.force`` fused with the Euler
+    update. ρ, ρ'⊙pre, the update (one ``lerp``) and the clip each run once over all layers
+    (flat buffers); the products write into the layers' slices; the drive and β·d are hoisted.
+    Running a step is a loop over these calls: no allocation, no argument handling, no host sync.
+
+    With ``parity`` (0 or 1) only the layers ``k ≡ parity (mod 2)`` move; the others are copied.
+    """
     ws, act, N = cfg.ws, net.activation, net.N
     src, dst, P, Pv = ws.H[i], ws.H[j], ws.P, ws.Pv
     moving = [k for k in range(1, N + 1) if parity is None or k % 2 == parity]
@@ -223,41 +270,40 @@ def _program(net: LayeredEBM, cfg: _Config, i: int, j: int, parity: Optional[int
     return tuple(ops)
 
 
-def _step(net: LayeredEBM, cfg: _Config, i: int, j: int, parity: Optional[int] = None) -> None:
-    """One synchronous step from state buffer ``i`` of ``cfg.ws`` into state buffer ``j``.
+def _chunk(net: LayeredEBM, cfg: _Config, i: int, n: int) -> tuple[tuple, int, int]:
+    """``n`` steps of ``cfg.schedule`` from state buffer ``i``, as one tuple of bound calls (made once).
 
-    ``h_k ← h_k + ε(ρ'(h_k) ⊙ pre_k − h_k)`` with ``pre_k = b_k + W_kᵀρ(h_{k−1}) + W_{k+1}ρ(h_{k+1})``
-    (+ ``β(d − y)`` inside the bracket on the output), i.e. ``net.force`` fused with the Euler
-    update. ρ, ρ'⊙pre, the update (one ``lerp``) and the clip each run once over all layers
-    (flat buffers); the products write into the layers' slices; the drive and β·d are hoisted.
-    The calls are bound once per (i, j, parity) (:func:`_program`), so a step is a loop over
-    them: no allocation, no argument handling, no host sync.
-
-    With ``parity`` (0 or 1) only the layers ``k ≡ parity (mod 2)`` move; the others are copied.
+    Returns ``(calls, p, j)``: the state is in buffer ``j`` after the calls and was in ``p`` one
+    step before. synchronous: one :func:`_program` per step, to the next buffer of the ring;
+    alternate: an odd-layer half step, then an even-layer one (a ring of three, so that the
+    result is not written over the step's start).
     """
-    key = (i, j, parity)
-    ops = cfg.programs.get(key)
-    if ops is None:
-        ops = cfg.programs[key] = _program(net, cfg, i, j, parity)
-    for op in ops:
-        op()
+    key = (i, n)
+    hit = cfg.chunks.get(key)
+    if hit is None:
+        R = len(cfg.ws.H)
+        calls: list = []
+        p = i
+        for _ in range(n):
+            p = i
+            moves = [(i, (i + 1) % R, 1), ((i + 1) % R, (i + 2) % R, 0)] if cfg.schedule == "alternate" else \
+                [(i, (i + 1) % R, None)]
+            for move in moves:
+                prog = cfg.programs.get(move)
+                if prog is None:
+                    prog = cfg.programs[move] = _program(net, cfg, *move)
+                calls += prog
+                i = move[1]
+        hit = cfg.chunks[key] = (tuple(calls), p, i)
+    return hit
 
 
-def _advance(net: LayeredEBM, cfg: _Config, i: int) -> int:
-    """One step of ``cfg.schedule`` from state buffer ``i`` to the next of the ring; returns its index.
-
-    synchronous: one :func:`_step`; alternate: an odd-layer half step, then an even-layer one
-    (a ring of three, so that the result is not written over ``i``).
-    """
-    n = len(cfg.ws.H)
-    if cfg.schedule == "alternate":
-        a, b = (i + 1) % n, (i + 2) % n
-        _step(net, cfg, i, a, parity=1)
-        _step(net, cfg, a, b, parity=0)
-        return b
-    j = (i + 1) % n
-    _step(net, cfg, i, j)
-    return j
+def _advance(net: LayeredEBM, cfg: _Config, i: int, n: int = 1) -> tuple[int, int]:
+    """Run ``n`` steps from state buffer ``i``; returns the buffers of the last two states (see :func:`_chunk`)."""
+    calls, p, j = _chunk(net, cfg, i, n)
+    for call in calls:
+        call()
+    return p, j
 
 
 def _max_abs(t: Tensor) -> Tensor:
@@ -288,7 +334,7 @@ def _locate_divergence(
     ws.load(0, good)
     i = 0
     for t in range(start + 1, stop + 1):
-        i = _advance(net, cfg, i)
+        _, i = _advance(net, cfg, i)
         layer = _bad_layer(ws.Hv[i], cfg.max_abs)
         if layer is not None:
             raise DivergenceError(t, layer, f"non-finite or |h| > {cfg.max_abs:g}")
@@ -310,8 +356,9 @@ def step(
     cfg = _configure(net, h, eps=eps, beta=beta, target=target, T=T, clip=clip, generator=generator,
                      max_abs=1e300, states=2)
     cfg.ws.load(0, h)
-    _step(net, cfg, 0, 1)
-    return cfg.ws.state(h[0], 1)
+    with intra_op_threads(cfg.threads):
+        _, j = _advance(net, cfg, 0)
+    return cfg.ws.state(h[0], j)
 
 
 @dataclass
@@ -372,13 +419,19 @@ def relax(
     ws = cfg.ws
     if h0 is not None:
         ws.load(0, h)
+    with intra_op_threads(cfg.threads):
+        return _relax_loop(net, x, cfg, tol, max_steps, check_every)
+
+
+def _relax_loop(net: LayeredEBM, x: Tensor, cfg: _Config, tol: float, max_steps: int, check_every: int) -> Relaxation:
+    """The loop of :func:`relax`, from state buffer 0 of ``cfg.ws``."""
+    ws = cfg.ws
     good = ws.H[0].clone()  # the state at the last check point, where a divergence replay starts
     history: list[tuple[int, float]] = []
     t, residual, i, last_good_t = 0, math.inf, 0, 0
     while t < max_steps:
         n = min(check_every, max_steps - t)
-        for _ in range(n):
-            prev, i = i, _advance(net, cfg, i)
+        prev, i = _advance(net, cfg, i, n)
         t += n
         # divergence and residual over all layers with one host sync
         big, move = torch.stack([_max_abs(ws.H[i]), _max_abs(ws.H[i] - ws.H[prev])]).tolist()
@@ -443,15 +496,16 @@ def run(
     ws.load(0, h0)
     i, last_good_t = 0, 0
     gen_state = generator.get_state() if cfg.generator is not None else None
-    for t in range(1, steps + 1):
-        i = _advance(net, cfg, i)
-        for k in range(1, net.N + 1):
-            rec[k][t].copy_(ws.Hv[i][k])
-        if t % check_every == 0 or t == steps:
-            if not _max_abs(ws.H[i]).item() <= cfg.max_abs:
-                good = [h0[0]] + [rec[k][last_good_t] for k in range(1, net.N + 1)]
-                _locate_divergence(net, cfg, good, last_good_t, t, gen_state)
-            last_good_t = t
-            gen_state = generator.get_state() if cfg.generator is not None else None
+    with intra_op_threads(cfg.threads):
+        for t in range(1, steps + 1):
+            _, i = _advance(net, cfg, i)
+            for k in range(1, net.N + 1):
+                rec[k][t].copy_(ws.Hv[i][k])
+            if t % check_every == 0 or t == steps:
+                if not _max_abs(ws.H[i]).item() <= cfg.max_abs:
+                    good = [h0[0]] + [rec[k][last_good_t] for k in range(1, net.N + 1)]
+                    _locate_divergence(net, cfg, good, last_good_t, t, gen_state)
+                last_good_t = t
+                gen_state = generator.get_state() if cfg.generator is not None else None
     rec[0] = h0[0].unsqueeze(0).expand(steps + 1, *h0[0].shape)
     return Trajectory(rec)

@@ -180,6 +180,7 @@ def render(build: Path, root: Path, image_dir: Optional[str] = "_reproduce") -> 
     return "\n".join(L) + "\n"
 
 
+_NB_HYPHEN = "\u2011"  # layer sizes such as 784‑500‑10 do not break across lines in a table
 MEASURED = "chapters/_measured"  # benchmark results recorded on other machines (a GPU), kept in git
 
 
@@ -193,10 +194,11 @@ def _bench_table(b: dict[str, Any]) -> list[str]:
     L = [f"On {where}, device `{b.get('device')}`, {b.get('threads')} CPU threads, torch {b.get('torch')}, "
          f"{b.get('repetitions')} repetitions, {_cell(b.get('created', ''))}{commit}. Free-phase step, float32; "
          "ratios measured in the same run.", "",
-         "| sizes | batch | step (µs) | roofline ratio | autograd step (µs) | speed-up vs autograd |",
-         "|---|---|---|---|---|---|"]
+         "| sizes | batch | loop threads | step (µs) | roofline ratio | autograd step (µs) | speed-up vs autograd |",
+         "|---|---|---|---|---|---|---|"]
     for r in b.get("relaxation", []):
-        L.append(f"| {'-'.join(map(str, r['sizes']))} | {r['batch']} | {1e6 * r['step_time_s']:.1f} | "
+        L.append(f"| {_NB_HYPHEN.join(map(str, r['sizes']))} | {r['batch']} | {r.get('loop_threads', '?')} | "
+                 f"{1e6 * r['step_time_s']:.1f} | "
                  f"{r['roofline_ratio']:.2f} | {1e6 * r['autograd_step_time_s']:.1f} | {r['speedup_vs_autograd']:.1f}× |")
     L += ["", "| target (set for the 2-core CPU) | value | required | status |", "|---|---|---|---|"]
     for t in b.get("targets", []):

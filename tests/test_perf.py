@@ -214,3 +214,38 @@ def test_a_step_is_one_call_per_elementwise_stage(activation, clip, beta, calls)
     cfg = dynamics._configure(net, h, eps=0.5, beta=beta, target=d, T=0.0, clip=clip, generator=None,
                               max_abs=1e6, states=2)
     assert len(dynamics._program(net, cfg, 0, 1, None)) == calls
+
+
+def test_small_cpu_loops_run_on_one_thread_and_restore_the_setting(monkeypatch):
+    """ONE_THREAD_MACS: the loop of a small step runs on one intra-op thread; torch's setting comes back,
+    also after a DivergenceError, and the results do not depend on it (float64, 1e-12)."""
+    from ebmlib import dynamics
+
+    net = random_net(SIZES, "sigmoid", seed=14)
+    x, d, h = random_batch(net, B=4, seed=11)
+    assert dynamics.loop_threads(net, 4) == 1
+    assert dynamics.loop_threads(eb.LayeredEBM([784, 500, 500, 10]), 256) is None
+    seen = []
+    real = dynamics._advance
+
+    def spy(*a, **k):
+        seen.append(torch.get_num_threads())
+        return real(*a, **k)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(dynamics, "_advance", spy)
+        one = eb.relax(net, x, eps=0.5, tol=0.0, max_steps=30)
+        assert set(seen) == {1} and torch.get_num_threads() == 2
+        with pytest.raises(eb.DivergenceError):
+            eb.relax(net, x, eps=1.0, beta=1e4, target=d * 0 + 5, max_steps=500)
+        assert torch.get_num_threads() == 2
+        seen.clear()
+        monkeypatch.setattr(dynamics, "ONE_THREAD_MACS", 0)
+        two = eb.relax(net, x, eps=0.5, tol=0.0, max_steps=30)
+        assert set(seen) == {2}
+    finally:
+        torch.set_num_threads(before)
+    for k in range(1, net.N + 1):
+        assert float((one.h[k] - two.h[k]).abs().max()) <= TOL

@@ -118,6 +118,26 @@ def test_reproduce_page_shows_a_failing_claim(tmp_path):
     assert "1 FAIL" in text
 
 
+def test_reproduce_page_shows_the_benchmarks(smoke_site, tmp_path):
+    """The page shows this machine's bench.json when there is one, and every GPU run kept in chapters/_measured."""
+    recorded = sorted((ROOT / reproduce.MEASURED).glob("bench-*.json"))
+    assert recorded, "no recorded GPU benchmark in chapters/_measured"
+    html = (smoke_site / f"{reproduce.PAGE}.html").read_text()
+    for p in recorded:
+        b = json.loads(p.read_text())
+        assert b["device"] == "cuda" and b["machine"]["gpu"] in html and p.name in html
+        for r in b["relaxation"]:
+            assert f"{r['speedup_vs_autograd']:.1f}×" in html
+    local = {"device": "cpu", "threads": 2, "torch": "t", "repetitions": 3, "machine": {"cpu": "CPU-X", "cores": 2},
+             "relaxation": [{"sizes": [4, 3], "batch": 2, "step_time_s": 1e-5, "roofline_ratio": 0.5,
+                             "autograd_step_time_s": 2e-4, "speedup_vs_autograd": 20.0}],
+             "targets": [{"name": "t1", "value": 0.5, "bound": 0.6, "holds": False}]}
+    (tmp_path / "bench.json").write_text(json.dumps(local))
+    text = reproduce.render(tmp_path, ROOT, image_dir=None)
+    mine = text.split("### This machine", 1)[1].split("### Recorded on a GPU", 1)[0]
+    assert "CPU-X" in mine and "| 4\u20113 | 2 | ? | 10.0 | 0.50 | 200.0 | 20.0× |" in mine and "**FAILS**" in mine
+
+
 def test_student_edition_has_no_solutions(smoke_build, smoke_site):
     student = book.build(build_dir=smoke_build, root=ROOT, edition="student")
     for chapter in book.chapters(ROOT):

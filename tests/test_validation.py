@@ -98,3 +98,37 @@ def test_sign_agreement_rtol_ignores_numerical_zeros():
     assert eb.sign_agreement(meas, ref, rtol=1e-6) == 1.0
     with pytest.raises(ValueError, match="rtol"):
         eb.sign_agreement(meas, ref, rtol=1.5)
+
+
+def test_check_finite_fast_path_is_exact():
+    """The sum shortcut never hides a NaN or inf and never rejects finite values whose sum overflows."""
+    from ebmlib.checks import check_finite
+
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        for dtype in (torch.float32, torch.float64, torch.float16):
+            t = torch.zeros(5, 3, dtype=dtype)
+            t[4, 2] = bad
+            with pytest.raises(ValueError, match="^arg: contains NaN or inf"):
+                check_finite("arg", t)
+    both = torch.tensor([float("inf"), -float("inf"), 1.0])  # the sum is NaN
+    with pytest.raises(ValueError, match="arg"):
+        check_finite("arg", both)
+    check_finite("arg", torch.full((4,), 3e38, dtype=torch.float32))  # sum overflows, entries finite
+    check_finite("arg", torch.full((4,), 6e4, dtype=torch.float16))
+    for ok in (torch.empty(0, 3), torch.arange(5), torch.ones(3, dtype=torch.bool), torch.ones(2, dtype=torch.cfloat)):
+        check_finite("arg", ok)
+    with pytest.raises(ValueError, match="arg"):
+        check_finite("arg", torch.tensor([1 + 1j, complex(float("nan"), 0)]))
+
+
+def test_thread_helpers_validate():
+    from ebmlib import dynamics
+
+    net = random_net([4, 5, 3])
+    with pytest.raises(ValueError, match="batch"):
+        dynamics.loop_threads(net, -1)
+    with pytest.raises(TypeError, match="net"):
+        dynamics.loop_threads("net", 3)
+    with pytest.raises(ValueError, match="^n:"):
+        with dynamics.intra_op_threads(0):
+            pass
