@@ -197,7 +197,8 @@ def _bench_table(b: dict[str, Any]) -> list[str]:
          "| sizes | batch | loop threads | step (µs) | roofline ratio | autograd step (µs) | speed-up vs autograd |",
          "|---|---|---|---|---|---|---|"]
     for r in b.get("relaxation", []):
-        L.append(f"| {_NB_HYPHEN.join(map(str, r['sizes']))} | {r['batch']} | {r.get('loop_threads', '?')} | "
+        threads = r.get("loop_threads", "?") if b.get("device") == "cpu" else "–"
+        L.append(f"| {_NB_HYPHEN.join(map(str, r['sizes']))} | {r['batch']} | {threads} | "
                  f"{1e6 * r['step_time_s']:.1f} | "
                  f"{r['roofline_ratio']:.2f} | {1e6 * r['autograd_step_time_s']:.1f} | {r['speedup_vs_autograd']:.1f}× |")
     L += ["", "| target (set for the 2-core CPU) | value | required | status |", "|---|---|---|---|"]
