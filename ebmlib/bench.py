@@ -471,7 +471,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                     **({"gpu": torch.cuda.get_device_name(device)} if device.type == "cuda" else {})},
         "commit": args.commit or git_commit(root),
         "note": "medians after a warm-up; ratios are medians of per-round ratios from interleaved rounds, "
-                "so a load change on a shared machine hits both sides of a ratio alike",
+                "so a load change on a shared machine falls on both sides of a ratio; it does not weigh on "
+                "them alike: products on two threads slow down far more than a loop on one (loop_threads)",
     }
     t0 = time.perf_counter()
     res["relaxation"] = []

@@ -367,6 +367,8 @@ class Relaxation:
 
     ``residual`` is max |h_{t+1} − h_t| / ε over units and batch at the last check,
     i.e. the size of the (projected) force (for ``schedule="alternate"``: of one sweep's move).
+    ``h[1:]`` are contiguous ``(B, n_k)`` views of one flat buffer owned by this result (``h[0]``
+    is the caller's ``x``); no later call writes into them.
     """
 
     h: State
