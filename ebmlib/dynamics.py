@@ -94,7 +94,6 @@ class _Workspace:
 class _Config:
     eps: float
     beta: float
-    target: Optional[Tensor]
     noise_std: float
     clip: Optional[tuple[float, float]]
     generator: Optional[torch.Generator]
@@ -104,7 +103,6 @@ class _Config:
     schedule: str = "synchronous"  # or "alternate": odd layers, then even layers (relax only)
     ws: Optional[_Workspace] = None
     threads: Optional[int] = None  # intra-op threads for the loop (None: torch's setting); see ONE_THREAD_MACS
-    programs: dict = field(default_factory=dict)  # (i, j, parity) → the bound calls of a step (_program)
     chunks: dict = field(default_factory=dict)  # (i, n) → n steps' calls from buffer i (_chunk)
 
 
@@ -168,7 +166,7 @@ def _configure(
     bounds = (net.activation.lo, net.activation.hi) if clip else None
     beta_target = beta * target if beta != 0.0 else None
     drive = net.input_drive(h[0])
-    return _Config(eps, beta, target, math.sqrt(2.0 * eps * T), bounds, generator, drive, max_abs, beta_target,
+    return _Config(eps, beta, math.sqrt(2.0 * eps * T), bounds, generator, drive, max_abs, beta_target,
                    ws=_Workspace(net, drive, states), threads=loop_threads(net, h[0].shape[0]))
 
 
@@ -289,10 +287,7 @@ def _chunk(net: LayeredEBM, cfg: _Config, i: int, n: int) -> tuple[tuple, int, i
             moves = [(i, (i + 1) % R, 1), ((i + 1) % R, (i + 2) % R, 0)] if cfg.schedule == "alternate" else \
                 [(i, (i + 1) % R, None)]
             for move in moves:
-                prog = cfg.programs.get(move)
-                if prog is None:
-                    prog = cfg.programs[move] = _program(net, cfg, *move)
-                calls += prog
+                calls += _program(net, cfg, *move)
                 i = move[1]
         hit = cfg.chunks[key] = (tuple(calls), p, i)
     return hit
