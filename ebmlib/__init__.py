@@ -1,132 +1,53 @@
 """ebmlib: the small tested library behind the companion to Bengio & Fischer (2015).
 
-Notation follows ``PAPER.md``: states are lists ``h = [x, h_1, …, h_N]``,
-weights ``W[k]`` of shape ``(n_{k-1}, n_k)``, batch-first tensors.
+Notation follows PAPER.md: states are lists ``h = [x, h_1, …, h_N]``, weights ``W[k]`` of shape
+``(n_{k-1}, n_k)``, batch-first tensors.
+
+**The public API, one rule**: every name in the ``__all__`` of a science module is exported here,
+flat (``eb.relax``, ``eb.first_arrival``, ``eb.train``), and nothing else; names are unique across
+modules (a test checks it). The pipeline (figures and claims, execution, the site, the benchmark)
+is the separate namespace :mod:`ebmlib.book`, which the science never imports. Chapters use
+``ebmlib`` and ``ebmlib.book`` only.
+
+Modules, one concept each: ``activations`` (ρ, ρ'), ``network`` (the energy model, its force,
+feedback weights), ``dynamics`` (the step, relax, run, schedules; the fast loop in ``_loop``),
+``gradients`` (chain, implicit, adjoint, BPTT, autograd references), ``response`` (nudged minus
+free: first arrival, trajectories, noise), ``estimators`` (every weight update behind one
+interface), ``measures`` (cosines, slopes, SNR, distances), ``langevin`` (stationary density,
+chains, noise covariance), ``oneway`` (the one-way, feedforward networks of the same weights),
+``problems`` (the standard setup), ``learning`` (the trainer), ``data``, ``io``, ``checks``.
 """
 
-__version__ = "0.1.0"
+from . import (
+    activations,
+    checks,
+    data,
+    dynamics,
+    estimators,
+    gradients,
+    io,
+    langevin,
+    learning,
+    measures,
+    network,
+    oneway,
+    problems,
+    response,
+)
+from ._version import __version__
+from .activations import *  # noqa: F403
+from .checks import *  # noqa: F403
+from .data import *  # noqa: F403
+from .dynamics import *  # noqa: F403
+from .estimators import *  # noqa: F403
+from .gradients import *  # noqa: F403
+from .io import *  # noqa: F403
+from .langevin import *  # noqa: F403
+from .learning import *  # noqa: F403
+from .measures import *  # noqa: F403
+from .network import *  # noqa: F403
+from .oneway import *  # noqa: F403
+from .problems import *  # noqa: F403
+from .response import *  # noqa: F403
 
-from . import estimators, learning, noise, response, variants
-from .activations import ACTIVATIONS, Activation, get_activation
-from .arrival import FirstArrival, displaced_arrival, first_arrival, one_sided_chain_gradient, pinned_units
-from .checks import DivergenceError
-from .data import Dataset, load_digits, load_idx_dataset, one_hot, read_idx
-from .dynamics import Relaxation, Trajectory, relax, run, step
-from .estimators import (
-    chain_param_gradient,
-    ep_gradient,
-    ep_symmetric_gradient,
-    implicit_param_gradient,
-    plasticity_gradient,
-)
-from .feedforward import feedforward, layer_drive
-from .figures import Claim, Run, at_least, at_most, resolve_device, within
-from .gradients import (
-    adjoint,
-    autograd_force,
-    bptt,
-    chain_gradient,
-    cost_gradient,
-    flatten,
-    hessian,
-    hvp,
-    implicit_gradient,
-    unflatten,
-)
-from .learning import (
-    METHODS,
-    History,
-    TrainConfig,
-    evaluate,
-    first_arrival_gradient,
-    mlp_forward,
-    predict,
-    train,
-)
-from .measures import cosine, magnitude_ratio, sign_agreement, snr, trajectory_metric
-from .network import LayeredEBM
-from .sampling import (
-    Density1D,
-    LangevinMoments,
-    boltzmann_density_1d,
-    ks_critical,
-    ks_distance,
-    langevin_moments,
-    tv_distance,
-)
-from .scaling import continuous_response, loglog_slope, small_time_exponent
-
-__all__ = [
-    "__version__",
-    "ACTIVATIONS",
-    "Activation",
-    "get_activation",
-    "DivergenceError",
-    "FirstArrival",
-    "first_arrival",
-    "displaced_arrival",
-    "pinned_units",
-    "one_sided_chain_gradient",
-    "Dataset",
-    "load_digits",
-    "load_idx_dataset",
-    "one_hot",
-    "read_idx",
-    "LayeredEBM",
-    "Relaxation",
-    "Trajectory",
-    "relax",
-    "run",
-    "step",
-    "feedforward",
-    "layer_drive",
-    "Density1D",
-    "boltzmann_density_1d",
-    "ks_critical",
-    "ks_distance",
-    "tv_distance",
-    "LangevinMoments",
-    "langevin_moments",
-    "estimators",
-    "noise",
-    "response",
-    "variants",
-    "chain_param_gradient",
-    "ep_gradient",
-    "ep_symmetric_gradient",
-    "implicit_param_gradient",
-    "plasticity_gradient",
-    "Claim",
-    "Run",
-    "at_least",
-    "at_most",
-    "within",
-    "resolve_device",
-    "adjoint",
-    "autograd_force",
-    "bptt",
-    "chain_gradient",
-    "cost_gradient",
-    "flatten",
-    "hessian",
-    "hvp",
-    "implicit_gradient",
-    "unflatten",
-    "cosine",
-    "magnitude_ratio",
-    "sign_agreement",
-    "snr",
-    "trajectory_metric",
-    "loglog_slope",
-    "small_time_exponent",
-    "continuous_response",
-    "learning",
-    "METHODS",
-    "History",
-    "TrainConfig",
-    "evaluate",
-    "first_arrival_gradient",
-    "mlp_forward",
-    "predict",
-    "train",
-]
+__all__ = ["__version__"] + [name for m in (activations, checks, network, dynamics, gradients, response, estimators, measures, langevin, oneway, problems, learning, data, io) for name in m.__all__]

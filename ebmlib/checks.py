@@ -20,6 +20,11 @@ __all__ = [
     "check_temperature",
     "check_real",
     "check_positive_int",
+    "check_nonzero_beta",
+    "check_bool",
+    "check_generator",
+    "resolve_clip",
+    "resolve_device",
 ]
 
 
@@ -107,3 +112,43 @@ def check_positive_int(name: str, v: object, *, minimum: int = 1) -> int:
     if v < minimum:
         raise ValueError(f"{name}: must be >= {minimum}, got {v}")
     return v
+
+
+def check_nonzero_beta(beta: object, name: str = "beta") -> float:
+    """A finite, non-zero nudging strength β (a nudge of zero strength carries no signal)."""
+    b = check_real(name, beta)
+    if b == 0.0:
+        raise ValueError(f"{name}: must be non-zero to nudge the output")
+    return b
+
+
+def check_bool(name: str, v: object) -> bool:
+    if not isinstance(v, bool):
+        raise TypeError(f"{name}: expected bool, got {type(v).__name__}")
+    return v
+
+
+def check_generator(name: str, gen: object, device: torch.device | None = None) -> torch.Generator:
+    """An explicit ``torch.Generator`` (seeds are parameters), on ``device``'s type when given."""
+    if not isinstance(gen, torch.Generator):
+        raise TypeError(f"{name}: expected torch.Generator, got {type(gen).__name__}")
+    if device is not None and gen.device.type != torch.device(device).type:
+        raise ValueError(f"{name}: on device {gen.device}, the network is on {device}")
+    return gen
+
+
+def resolve_clip(clip: object, default: bool) -> bool:
+    """``clip=None`` means the activation's default (the hard sigmoid clips); otherwise a bool."""
+    if clip is None:
+        return default
+    return check_bool("clip", clip)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU; otherwise the named device (checked)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} requested but CUDA is not available")
+    return dev

@@ -1,51 +1,69 @@
-"""Gradient estimators for the parameters θ = (W_k, b_k) (PAPER.md §5).
+"""Weight-update estimators for θ = (W_k, b_k) behind one interface (PAPER.md §5–6).
 
-Every function returns *gradients* of the objective J = mean over the batch of
-C(h*) — a list indexed by layer, ``grads[k] = (∂J/∂W_k, ∂J/∂b_k)`` (index 0 is
-None) — so that learning is always ``θ ← θ − lr · grad``.
+Every estimate is a *gradient* of the objective J = mean over the batch of C — a list indexed by
+layer, ``grads[k] = (∂J/∂W_k, ∂J/∂b_k)`` (index 0 None) — so that learning is always
+``θ ← θ − lr_k · grad``.
 
-- ``ep_gradient``: Equilibrium Propagation, one-sided,
-  ∂J/∂θ ≈ (1/β)(∂F/∂θ(h^β) − ∂F/∂θ(h*)), with ∂E/∂W_k = −ρ(h_{k−1})ρ(h_k)ᵀ,
-  ∂E/∂b_k = −ρ(h_k). Bias O(β).
-- ``ep_symmetric_gradient``: (1/2β)(∂F/∂θ(h^{+β}) − ∂F/∂θ(h^{−β})). Bias O(β²).
-- ``implicit_param_gradient``: the exact gradient of J through the fixed point,
-  dJ/dθ = uᵀ ∂²E/∂h∂θ with u = −H⁻¹ ∂C/∂h (autograd reference).
-- ``chain_param_gradient``: the gradient through the chain of one-way maps,
-  ∂C/∂W_k = ρ(h_{k−1}) (ρ'(h_k) ⊙ g_k)ᵀ (what first arrival approximates).
-- ``plasticity_gradient``: rate-based STDP-like rules integrated over a recorded
-  nudged trajectory (Bengio et al.; Xie & Seung; tied), each the difference with
-  a free trajectory from the same start.
+**Formulas from states** (the building blocks, also used by the chapters):
+
+- :func:`ep_gradient`: Equilibrium Propagation, one-sided, (1/β)(∂E/∂θ(h^β) − ∂E/∂θ(h*)), with
+  ∂E/∂W_k = −ρ(h_{k−1})ρ(h_k)ᵀ, ∂E/∂b_k = −ρ(h_k). Bias O(β).
+- :func:`ep_symmetric_gradient`: (1/2β)(∂E/∂θ(h^{+β}) − ∂E/∂θ(h^{−β})) (Laborieux et al. 2021). Bias O(β²).
+- :func:`implicit_param_gradient`: the exact gradient through the fixed point (autograd reference).
+- :func:`chain_param_gradient`: through the chain of one-way maps, ρ(h_{k−1})ᵀ(ρ'(h_k) ⊙ g_k).
+- :func:`plasticity_gradient`: rate-based STDP-like rules integrated over a recorded nudged
+  trajectory (Bengio et al.; Xie & Seung; tied), minus the same rule on a free trajectory.
+- :func:`ep_param_steps`: EP's update per step of the nudged phase (to compare with BPTT's).
+- :func:`first_arrival_gradient`: the paired-run first-arrival rule, ĝ_k = −δ_k(m+1)/(β ε^{m+1}).
+- :func:`bp_gradient`: back-propagation of the feedforward network of the same weights.
+
+**The interface the trainer uses**: an :class:`Estimator`, registered by name in
+:data:`ESTIMATORS`, called as ``estimator(net, x, target, h0=..., phases=..., generator=...)`` and
+returning an :class:`Estimate` (the gradients, the prediction made on the way, the free state
+reached). The trainer looks the estimator up by name and never branches on it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 from torch import Tensor
 
-from .checks import check_real
-from .dynamics import Trajectory
+from .checks import check_bool, check_eps, check_nonzero_beta, check_positive_int
+from .dynamics import Trajectory, relax, run
 from .gradients import chain_gradient, implicit_gradient
 from .network import LayeredEBM, State
+from .oneway import mlp_layers
+from .response import nudge_response
 
 __all__ = [
     "Grads",
+    "RULES",
     "energy_param_gradient",
     "ep_gradient",
     "ep_symmetric_gradient",
     "implicit_param_gradient",
     "chain_param_gradient",
     "plasticity_gradient",
-    "RULES",
-    "grads_cosine",
-    "grads_flat",
+    "ep_param_steps",
+    "first_arrival_gradient",
+    "bp_gradient",
+    "Phases",
+    "Estimate",
+    "Estimator",
+    "ESTIMATORS",
+    "register",
+    "get_estimator",
 ]
 
 Grads = list  # [None, (dW_1, db_1), …, (dW_N, db_N)]
 RULES = ("bengio", "xie_seung", "tied")
 
 
+# ====================================================================== formulas from states
 def energy_param_gradient(net: LayeredEBM, h: State) -> Grads:
     """∂E/∂θ at state ``h``, averaged over the batch: (−ρ(h_{k−1})ᵀρ(h_k)/B, −mean ρ(h_k))."""
     net.check_state(h)
@@ -60,17 +78,13 @@ def _diff(a: Grads, b: Grads, scale: float) -> Grads:
 
 def ep_gradient(net: LayeredEBM, h_free: State, h_nudged: State, beta: float) -> Grads:
     """One-sided EP estimate of ∂J/∂θ: (1/β)(∂E/∂θ(h^β) − ∂E/∂θ(h*)) (the cost does not depend on θ)."""
-    beta = check_real("beta", beta)
-    if beta == 0.0:
-        raise ValueError("beta: must be non-zero")
+    beta = check_nonzero_beta(beta)
     return _diff(energy_param_gradient(net, h_nudged), energy_param_gradient(net, h_free), 1.0 / beta)
 
 
 def ep_symmetric_gradient(net: LayeredEBM, h_plus: State, h_minus: State, beta: float) -> Grads:
     """Symmetric EP estimate (Laborieux et al. 2021): (1/2β)(∂E/∂θ(h^{+β}) − ∂E/∂θ(h^{−β}))."""
-    beta = check_real("beta", beta)
-    if beta == 0.0:
-        raise ValueError("beta: must be non-zero")
+    beta = check_nonzero_beta(beta)
     return _diff(energy_param_gradient(net, h_plus), energy_param_gradient(net, h_minus), 0.5 / beta)
 
 
@@ -93,16 +107,20 @@ def implicit_param_gradient(net: LayeredEBM, h_star: State, target: Tensor) -> G
     return [None] + [(grads[2 * (k - 1)].detach(), grads[2 * (k - 1) + 1].detach()) for k in range(1, net.N + 1)]
 
 
+def _from_errors(net: LayeredEBM, h: State, e: list) -> Grads:
+    """(ρ(h_{k−1})ᵀ e_k / B, mean e_k) per layer: the gradient of a layer whose error signal is ``e_k``."""
+    B = h[0].shape[0]
+    out: Grads = [None]
+    for k in range(1, net.N + 1):
+        r_prev = h[0] if k == 1 else net.activation.rho(h[k - 1])
+        out.append((r_prev.T @ e[k] / B, e[k].mean(0)))
+    return out
+
+
 def chain_param_gradient(net: LayeredEBM, h_star: State, target: Tensor) -> Grads:
     """∂C/∂θ through the one-way maps at h*: ∂C/∂W_k = ρ(h_{k−1})ᵀ(ρ'(h_k) ⊙ g_k)/B, ∂C/∂b_k = mean ρ'(h_k) ⊙ g_k."""
     g = chain_gradient(net, h_star, target)
-    B = h_star[0].shape[0]
-    out: Grads = [None]
-    for k in range(1, net.N + 1):
-        r_prev = h_star[0] if k == 1 else net.activation.rho(h_star[k - 1])
-        e = net.activation.drho(h_star[k]) * g[k]
-        out.append((r_prev.T @ e / B, e.mean(0)))
-    return out
+    return _from_errors(net, h_star, [None] + [net.activation.drho(h_star[k]) * g[k] for k in range(1, net.N + 1)])
 
 
 def plasticity_gradient(
@@ -120,18 +138,16 @@ def plasticity_gradient(
     ``bengio``:    ΔW_k ∝ Σ_t ρ(h_{k−1}(t)) (h_k(t+1) − h_k(t))ᵀ
     ``xie_seung``: ΔW_k ∝ Σ_t ρ(h_{k−1}(t)) (ρ(h_k(t+1)) − ρ(h_k(t)))ᵀ
     ``tied``:      ΔW_k ∝ Σ_t d/dt[ρ(h_{k−1})ρ(h_k)ᵀ] = ρρᵀ(t1) − ρρᵀ(t0), the EP update.
-    The result is scaled by −1/β (a gradient of J, like ``ep_gradient``) and,
-    when ``free`` is given, the same rule on the free trajectory is subtracted.
+    The result is scaled by −1/β (a gradient of J, like ``ep_gradient``) and, when ``free`` is
+    given, the same rule on the free trajectory is subtracted.
     """
     if rule not in RULES:
         raise ValueError(f"rule: unknown plasticity rule {rule!r}; choose one of {RULES}")
-    beta = check_real("beta", beta)
-    if beta == 0.0:
-        raise ValueError("beta: must be non-zero")
-    T = nudged.steps
-    t1 = T if t1 is None else t1
-    if not (0 <= t0 < t1 <= T):
-        raise ValueError(f"t0, t1: need 0 <= t0 < t1 <= {T}, got {t0}, {t1}")
+    beta = check_nonzero_beta(beta)
+    n_steps = nudged.steps
+    t1 = n_steps if t1 is None else t1
+    if not (0 <= t0 < t1 <= n_steps):
+        raise ValueError(f"t0, t1: need 0 <= t0 < t1 <= {n_steps}, got {t0}, {t1}")
 
     def integrate(tr: Trajectory) -> Grads:
         B = tr.h[0].shape[1]
@@ -156,19 +172,243 @@ def plasticity_gradient(
     return [None] + [(-w / beta, -b / beta) for w, b in g[1:]]
 
 
-def grads_flat(g: Grads, layer: Optional[int] = None, weights_only: bool = True) -> Tensor:
-    """Flatten a gradient list (all layers, or one ``layer``) into one vector."""
-    layers = range(1, len(g)) if layer is None else [layer]
-    parts = []
-    for k in layers:
-        parts.append(g[k][0].flatten())
-        if not weights_only:
-            parts.append(g[k][1].flatten())
-    return torch.cat(parts)
+def ep_param_steps(net: LayeredEBM, nudged: Trajectory, beta: float, free: Optional[Trajectory] = None) -> list:
+    """EP's update per step, (1/β)(∂E/∂θ(h^β_{t+1}) − ∂E/∂θ(h^β_t)), t = 0 … steps−1.
+
+    When ``free`` (a free trajectory from the same start) is given, its own per-step change is
+    subtracted. Returns per layer a pair ``(dW, db)`` of shapes ``(steps, n_{k−1}, n_k)`` and
+    ``(steps, n_k)`` (index 0 None), batch-averaged; it tends to BPTT's per-step gradient
+    (:func:`ebmlib.bptt_param_steps`) as β → 0.
+    """
+    if not isinstance(nudged, Trajectory):
+        raise TypeError(f"nudged: expected a Trajectory, got {type(nudged).__name__}")
+    beta = check_nonzero_beta(beta)
+    if free is not None:
+        if not isinstance(free, Trajectory):
+            raise TypeError(f"free: expected a Trajectory, got {type(free).__name__}")
+        if free.steps != nudged.steps:
+            raise ValueError(f"free: {free.steps} steps, nudged has {nudged.steps}")
+
+    def per_step(tr: Trajectory) -> list:
+        grads = [energy_param_gradient(net, tr.at(t)) for t in range(tr.steps + 1)]
+        out: list = [None]
+        for k in range(1, net.N + 1):
+            W = torch.stack([g[k][0] for g in grads])
+            b = torch.stack([g[k][1] for g in grads])
+            out.append((W[1:] - W[:-1], b[1:] - b[:-1]))
+        return out
+
+    ep = per_step(nudged)
+    if free is not None:
+        ep = _diff(ep, per_step(free), 1.0)
+    return [None] + [(w / beta, b / beta) for w, b in ep[1:]]
 
 
-def grads_cosine(a: Grads, b: Grads, layer: Optional[int] = None) -> float:
-    """Cosine between two weight gradients (one layer or all)."""
-    from .measures import cosine
+def first_arrival_gradient(
+    net: LayeredEBM, h_free: State, target: Tensor, *, eps: float, beta: float, drho: bool = True,
+    clip: Optional[bool] = None,
+) -> Grads:
+    """∂J/∂θ from the first arrival of a paired run (PAPER.md §4 (b)): a construction with two networks.
 
-    return cosine(grads_flat(a, layer), grads_flat(b, layer))
+    ``ĝ_k = −δ_k(m+1) / (β ε^{m+1})`` with δ the nudged-minus-free difference from ``h_free``
+    (:func:`ebmlib.nudge_response`); ``∂J/∂W_k ≈ ρ(h_{k−1})ᵀ(ρ'(h_k) ⊙ ĝ_k)/B`` (without ``ρ'(h_k)``
+    when ``drho`` is False: the plain Bengio et al. rule), ``∂J/∂b_k ≈ mean(ρ'(h_k) ⊙ ĝ_k)``.
+    """
+    eps = check_eps(eps)
+    beta = check_nonzero_beta(beta)
+    check_bool("drho", drho)
+    N = net.N
+    delta = nudge_response(net, h_free, steps=N + 1, eps=eps, beta=beta, target=target, clip=clip)
+    e: list = [None]
+    for k in range(1, N + 1):
+        g_hat = -delta[k][N - k + 1] / (beta * eps ** (N - k + 1))
+        e.append(net.activation.drho(h_free[k]) * g_hat if drho else g_hat)
+    return _from_errors(net, h_free, e)
+
+
+def bp_gradient(net: LayeredEBM, x: Tensor, target: Tensor, state_drho: bool = True) -> tuple[Grads, Tensor]:
+    """Back-propagation of the feedforward network ``r_k = ρ(r_{k−1} W_k + b_k)``: (grads of mean ½‖r_N − d‖², r_N).
+
+    ``state_drho``: ρ' taken at the state ``h_k = ρ(pre_k)`` for activations that clip the state (the
+    hard sigmoid: ``h_k = clip(pre_k, 0, 1)``, where the book's inclusive ρ' is 1, as the energy
+    model sees it: a straight-through gradient); otherwise at ``pre_k`` (plain back-propagation,
+    zero for saturated units).
+    """
+    act = net.activation
+    B = x.shape[0]
+    pre, r = mlp_layers(net, x)
+    grads: Grads = [None] * (net.N + 1)
+    delta = (r[-1] - target) / B
+    for k in range(net.N, 0, -1):
+        at = r[k] if (state_drho and act.clip_by_default) else pre[k]
+        e = act.drho(at) * delta
+        grads[k] = (r[k - 1].T @ e, e.sum(0))
+        delta = e @ net.W[k].T
+    return grads, r[-1]
+
+
+# ====================================================================== the interface
+@dataclass(frozen=True)
+class Phases:
+    """How an energy-based estimator runs its phases (β in this book's ½‖·‖² convention).
+
+    ``free_steps`` Euler steps of the free phase from ``h0`` (persistent states) or zeros,
+    ``nudged_steps`` of each nudged phase; ``random_sign``: the sign of β drawn per minibatch by
+    the one-sided estimators; ``drho`` for the first-arrival rule; ``bp_state_drho`` for ``bp``.
+    """
+
+    eps: float = 0.5
+    free_steps: int = 20
+    nudged_steps: int = 4
+    beta: float = 1.0
+    random_sign: bool = True
+    drho: bool = True
+    bp_state_drho: bool = True
+    clip: Optional[bool] = None
+
+    def __post_init__(self) -> None:
+        check_eps(self.eps)
+        check_positive_int("free_steps", self.free_steps)
+        check_positive_int("nudged_steps", self.nudged_steps)
+        check_nonzero_beta(self.beta)
+        for name in ("random_sign", "drho", "bp_state_drho"):
+            check_bool(name, getattr(self, name))
+        if self.clip is not None:
+            check_bool("clip", self.clip)
+
+
+@dataclass
+class Estimate:
+    """What an estimator returns: ``grads`` (∂J/∂θ per layer), ``output`` (the prediction made on the
+    way: y at the free state, or r_N of the feedforward pass) and ``free`` (the free state reached,
+    None for estimators without a free phase)."""
+
+    grads: Grads
+    output: Tensor
+    free: Optional[State] = None
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """A weight-update method: ``estimate(net, x, target, h0, phases, generator) -> Estimate``.
+
+    ``free_phase``: whether it relaxes the energy model (and so keeps persistent free states and
+    predicts at the fixed point) or uses the feedforward network of the same weights.
+    """
+
+    name: str
+    estimate: Callable[..., Estimate] = field(repr=False)
+    free_phase: bool = True
+    summary: str = ""
+
+    def __call__(
+        self,
+        net: LayeredEBM,
+        x: Tensor,
+        target: Tensor,
+        *,
+        h0: Optional[State] = None,
+        phases: Phases = Phases(),
+        generator: Optional[torch.Generator] = None,
+    ) -> Estimate:
+        if not isinstance(net, LayeredEBM):
+            raise TypeError(f"net: expected a LayeredEBM, got {type(net).__name__}")
+        if not isinstance(phases, Phases):
+            raise TypeError(f"phases: expected ebmlib.Phases, got {type(phases).__name__}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator: expected torch.Generator, got {type(generator).__name__}")
+        x = net.check_input(x)
+        target = net.check_target(target, x.shape[0])
+        return self.estimate(net, x, target, h0, phases, generator or torch.Generator().manual_seed(0))
+
+
+ESTIMATORS: dict[str, Estimator] = {}
+
+
+def register(name: str, *, free_phase: bool = True, summary: str = "") -> Callable:
+    """Decorator: register ``fn(net, x, target, h0, phases, generator) -> Estimate`` as ``name``."""
+
+    def deco(fn: Callable[..., Estimate]) -> Callable[..., Estimate]:
+        if name in ESTIMATORS:
+            raise ValueError(f"name: an estimator {name!r} is already registered")
+        ESTIMATORS[name] = Estimator(name, fn, free_phase, summary or (fn.__doc__ or "").strip().split("\n")[0])
+        return fn
+
+    return deco
+
+
+def get_estimator(name: str) -> Estimator:
+    """The estimator registered as ``name``."""
+    if name not in ESTIMATORS:
+        raise ValueError(f"method: unknown estimator {name!r}; choose one of {sorted(ESTIMATORS)}")
+    return ESTIMATORS[name]
+
+
+def _free(net: LayeredEBM, x: Tensor, h0: Optional[State], ph: Phases) -> State:
+    """The free phase: ``free_steps`` steps from ``h0`` (or zeros), no convergence test."""
+    return relax(net, x, h0, eps=ph.eps, tol=0.0, max_steps=ph.free_steps, check_every=ph.free_steps,
+                 clip=ph.clip).h
+
+
+def _nudged(net: LayeredEBM, x: Tensor, free: State, beta: float, target: Tensor, ph: Phases) -> State:
+    """A nudged phase of ``nudged_steps`` steps from the free state."""
+    return relax(net, x, free, eps=ph.eps, beta=beta, target=target, tol=0.0, max_steps=ph.nudged_steps,
+                 check_every=ph.nudged_steps, clip=ph.clip).h
+
+
+def _signed_beta(ph: Phases, gen: torch.Generator) -> float:
+    """β, with a random sign drawn from ``gen`` when ``random_sign`` (one draw per minibatch)."""
+    if ph.random_sign:
+        return ph.beta if bool(torch.randint(0, 2, (1,), generator=gen)) else -ph.beta
+    return ph.beta
+
+
+@register("bp", free_phase=False)
+def _bp(net, x, target, h0, ph, gen) -> Estimate:
+    """Back-propagation of the feedforward network of the same weights (``bp_state_drho``: straight-through)."""
+    grads, y = bp_gradient(net, x, target, ph.bp_state_drho)
+    return Estimate(grads, y)
+
+
+@register("ep")
+def _ep(net, x, target, h0, ph, gen) -> Estimate:
+    """One-sided EP (Scellier & Bengio 2017): free phase, one nudged phase with ±β."""
+    beta = _signed_beta(ph, gen)
+    free = _free(net, x, h0, ph)
+    nudged = _nudged(net, x, free, beta, target, ph)
+    return Estimate(ep_gradient(net, free, nudged, beta), free[net.N], free)
+
+
+@register("ep_symmetric")
+def _ep_symmetric(net, x, target, h0, ph, gen) -> Estimate:
+    """Symmetric EP (Laborieux et al. 2021): nudged phases with +β and −β from the same free state."""
+    free = _free(net, x, h0, ph)
+    plus = _nudged(net, x, free, ph.beta, target, ph)
+    minus = _nudged(net, x, free, -ph.beta, target, ph)
+    return Estimate(ep_symmetric_gradient(net, plus, minus, ph.beta), free[net.N], free)
+
+
+@register("first_arrival")
+def _first_arrival(net, x, target, h0, ph, gen) -> Estimate:
+    """Paired-run first-arrival rule: nudged minus free run from the free state, read at step m + 1."""
+    beta = _signed_beta(ph, gen)
+    free = _free(net, x, h0, ph)
+    grads = first_arrival_gradient(net, free, target, eps=ph.eps, beta=beta, drho=ph.drho, clip=ph.clip)
+    return Estimate(grads, free[net.N], free)
+
+
+def _plasticity(rule: str) -> Callable[..., Estimate]:
+    def estimate(net, x, target, h0, ph, gen) -> Estimate:
+        beta = _signed_beta(ph, gen)
+        free = _free(net, x, h0, ph)
+        kw = dict(steps=ph.nudged_steps, eps=ph.eps, clip=ph.clip)
+        nudged = run(net, free, beta=beta, target=target, **kw)
+        still = run(net, free, **kw)
+        return Estimate(plasticity_gradient(net, nudged, beta, rule, free=still), free[net.N], free)
+
+    estimate.__doc__ = f"The {rule} plasticity rule over the nudged phase, minus the same rule on a paired free run."
+    return estimate
+
+
+for _rule in RULES:
+    register(f"plasticity_{_rule}")(_plasticity(_rule))

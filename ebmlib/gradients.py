@@ -1,7 +1,15 @@
-"""Reference gradients computed with autograd (PAPER.md §4–5).
+"""The gradients the dynamics are compared with (PAPER.md §4–5), each written once.
 
-These are the yardsticks the fast closed-form dynamics are measured against.
-They build autograd graphs and are never called inside the relaxation loop.
+- :func:`chain_gradient`: back-propagation through the one-way maps at the fixed point
+  (closed form; optional mask of pinned units and top-down ``feedback``);
+- :func:`implicit_gradient`: the fixed point's response −H⁻¹∂C/∂h (recurrent back-propagation);
+- :func:`adjoint` and :func:`bptt`: the whole-trajectory gradients, and :func:`bptt_param_steps`
+  for the parameters;
+- the autograd references they are checked against: :func:`autograd_force`, :func:`hvp`,
+  :func:`hessian`.
+
+They build autograd graphs (or solve linear systems) and are never called inside the relaxation
+loop.
 
 Per-layer lists follow the state convention: index ``k`` is layer ``h_k``;
 index 0 (the clamped input) is ``None`` for quantities undefined there.
@@ -14,8 +22,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .checks import check_eps, check_positive_int, check_real
-from .network import LayeredEBM, State
+from .checks import check_eps, check_positive_int, check_real, resolve_clip
+from .dynamics import pinned_units, step
+from .network import Feedback, LayeredEBM, State
 
 __all__ = [
     "autograd_force",
@@ -26,6 +35,7 @@ __all__ = [
     "implicit_gradient",
     "adjoint",
     "bptt",
+    "bptt_param_steps",
     "flatten",
     "unflatten",
 ]
@@ -64,22 +74,41 @@ def cost_gradient(net: LayeredEBM, h: State, target: Tensor) -> list:
     return g
 
 
-def chain_gradient(net: LayeredEBM, h_star: State, target: Tensor) -> list:
+def chain_gradient(
+    net: LayeredEBM,
+    h_star: State,
+    target: Tensor,
+    *,
+    mask: Optional[str] = None,
+    feedback: Optional[Feedback] = None,
+    clip: Optional[bool] = None,
+) -> list:
     """Back-propagation through the one-way maps at the fixed point (PAPER.md §4).
 
-    g_N = y* − d,  g_k = J_k g_{k+1},  J_k = D_k W_{k+1} D_{k+1} = ∂R_k/∂h_{k+1}.
-    Each ``J_k g_{k+1}`` is the vector–Jacobian product of ``h_k ↦ R_{k+1}``
-    (whose Jacobian is ``J_kᵀ``), taken by autograd.
+    g_N = y* − d,  g_k = J_k g_{k+1},  J_k = D_k W_{k+1} D_{k+1} = ∂R_k/∂h_{k+1},  D_k = diag ρ'(h*_k);
+    batch-first ``g_k = ρ'(h_k) ⊙ ((ρ'(h_{k+1}) ⊙ g_{k+1}) W_{k+1}ᵀ)``. Options:
+
+    - ``feedback``: the error carried down by top-down weights ``B`` instead of ``W``
+      (``J_k = D_k B_{k+1} D_{k+1}``), what the first arrival carries in a vector field;
+    - ``mask="pinned"``: ``g_k`` set to 0 on :func:`ebmlib.pinned_units` (ρ' taken as 0 where the
+      clipped step holds a unit on its bound), the chain gradient of the clipped dynamics.
+
+    Checked against autograd's vector–Jacobian products of the force in the tests.
     """
     net.check_state(h_star, "h_star")
     target = net.check_target(target, h_star[0].shape[0])
+    if mask not in (None, "pinned"):
+        raise ValueError(f"mask: expected None or 'pinned', got {mask!r}")
+    down = net.top_down(feedback)
+    keep = None
+    if mask == "pinned":
+        keep = [None] + [~p for p in pinned_units(net, h_star, resolve_clip(clip, net.activation.clip_by_default))[1:]]
     N = net.N
+    drho = [None] + [net.activation.drho(h_star[k]) for k in range(1, N + 1)]
     g: list = [None] * (N + 1)
-    g[N] = (h_star[N] - target).detach()
-    hs = _leaf_state(h_star)
-    f = net.force(hs)
-    for k in range(N - 1, 0, -1):
-        (g[k],) = torch.autograd.grad(f[k + 1], hs[k], grad_outputs=g[k + 1], retain_graph=True)
+    for k in range(N, 0, -1):
+        gk = h_star[N] - target if k == N else drho[k] * ((drho[k + 1] * g[k + 1]) @ down[k + 1].T)
+        g[k] = (gk * keep[k] if keep is not None else gk).detach()
     return g
 
 
@@ -151,28 +180,17 @@ def bptt(
 ) -> list:
     """∂C(h_T)/∂h_{T−t} for t = 0 … steps−1 through an unrolled free phase from ``h_star``.
 
-    The free phase is unrolled for ``T = steps − 1`` Euler steps with autograd;
+    The free phase is unrolled for ``steps − 1`` steps of :func:`ebmlib.step` with autograd;
     for a converged ``h_star`` this equals the adjoint ``S̄_t`` (PAPER.md §5).
     Returns per layer a tensor ``(steps, B, n_k)`` (index 0 is None).
     """
     net.check_state(h_star, "h_star")
     check_positive_int("steps", steps)
     eps = check_eps(eps)
-    if clip is None:
-        clip = net.activation.clip_by_default
-    T = steps - 1
+    n_unrolled = steps - 1
     states = [_leaf_state(h_star)]
-    drive = net.input_drive(h_star[0])
-    for _ in range(T):
-        h = states[-1]
-        f = net.force(h, drive=drive)
-        new = [h[0]]
-        for k in range(1, net.N + 1):
-            hk = h[k] + eps * f[k]
-            if clip:
-                hk = hk.clamp(net.activation.lo, net.activation.hi)
-            new.append(hk)
-        states.append(new)
+    for _ in range(n_unrolled):
+        states.append(step(net, states[-1], eps=eps, clip=clip))
     C = net.cost(states[-1], target).sum()
     flat_inputs = [s[k] for s in states for k in range(1, net.N + 1)]
     grads = torch.autograd.grad(C, flat_inputs, allow_unused=True)
@@ -180,8 +198,52 @@ def bptt(
     for k in range(1, net.N + 1):
         per_t = []
         for t in range(steps):
-            s = T - t
+            s = n_unrolled - t
             gk = grads[s * net.N + (k - 1)]
             per_t.append(torch.zeros_like(h_star[k]) if gk is None else gk)
         out.append(torch.stack(per_t))
     return [None] + out
+
+
+def bptt_param_steps(
+    net: LayeredEBM,
+    h_star: State,
+    target: Tensor,
+    *,
+    steps: int,
+    eps: float,
+    clip: Optional[bool] = None,
+) -> list:
+    """BPTT's per-step parameter gradient ∂C(h_K)/∂θ_{K−1−t}, t = 0 … steps−1 (K = ``steps``).
+
+    The free phase from ``h_star`` is unrolled for K steps of :func:`ebmlib.step` with autograd,
+    step s using its own copy θ_s of the weights and biases; C is averaged over the batch. Returns
+    per layer ``(dW, db)`` of shapes ``(steps, n_{k−1}, n_k)`` and ``(steps, n_k)`` (index 0 None).
+    Their sum over t is ∂C(h_K)/∂θ.
+    """
+    net.check_state(h_star, "h_star")
+    check_positive_int("steps", steps)
+    eps = check_eps(eps)
+    target = net.check_target(target, h_star[0].shape[0])
+    copies = [net.clone() for _ in range(steps)]
+    leaves = []
+    for c in copies:
+        for p in c.parameters():
+            p.requires_grad_(True)
+            leaves.append(p)
+    h = [h_star[0]] + [t.detach() for t in h_star[1:]]
+    for s in range(steps):
+        h = step(copies[s], h, eps=eps, clip=clip)
+    C = net.cost(h, target).mean()
+    grads = torch.autograd.grad(C, leaves, allow_unused=True)
+    per = 2 * net.N
+    out: list = [None]
+    for k in range(1, net.N + 1):
+        Ws, bs = [], []
+        for t in range(steps):
+            s = steps - 1 - t
+            gW, gb = grads[s * per + 2 * (k - 1)], grads[s * per + 2 * (k - 1) + 1]
+            Ws.append(torch.zeros_like(net.W[k]) if gW is None else gW)
+            bs.append(torch.zeros_like(net.b[k]) if gb is None else gb)
+        out.append((torch.stack(Ws), torch.stack(bs)))
+    return out

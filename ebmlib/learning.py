@@ -1,27 +1,14 @@
-"""Trainers: Equilibrium Propagation, a first-arrival rule and the back-propagation baseline (PAPER.md §5–6).
+"""The trainer: one loop for every estimator of :mod:`ebmlib.estimators` (PAPER.md §5–6).
 
-One configuration (:class:`TrainConfig`) and one loop (:func:`train`) for four methods,
-all from the same initial weights ``LayeredEBM(sizes, activation, seed=cfg.seed)``:
-
-- ``"ep"``: one-sided EP (Scellier & Bengio 2017). Free phase of ``free_steps`` Euler
-  steps (from the persistent state of each example), nudged phase of ``nudged_steps``
-  steps with β (sign drawn per minibatch when ``random_sign``), update
-  ``θ ← θ − lr_k (1/β)(∂E/∂θ(h^β) − ∂E/∂θ(h*))`` (:func:`ebmlib.ep_gradient`).
-- ``"ep_symmetric"``: nudged phases with +β and −β from the same free state,
-  ``(1/2β)(∂E/∂θ(h^{+β}) − ∂E/∂θ(h^{−β}))`` (:func:`ebmlib.ep_symmetric_gradient`).
-- ``"first_arrival"``: only the first non-zero temporal derivative of each layer.
-  From the free state run ``N+1`` nudged and free steps, read
-  ``δ_k(d+1) = −β ε^{d+1} g_k + O(β²)`` (PAPER.md §4 (b)) and use
-  ``ĝ_k = −δ_k(d+1)/(β ε^{d+1})`` in ``∂C/∂W_k = ρ(h_{k−1})ᵀ(ρ'(h_k) ⊙ ĝ_k)``;
-  ``drho=False`` drops the ``ρ'(h_k)`` factor (the plain Bengio et al. rule).
-- ``"bp"``: back-propagation (autograd) through the feedforward net with the same
-  sizes, activation and initial weights, ``r_k = ρ(r_{k−1} W_k + b_k)``, ``r_0 = x``,
-  output ``y = r_N``, cost ``½‖y − d‖²``, the same per-layer rates and minibatches.
-  For the hard sigmoid it is the fixed point of the energy model without feedback.
+:func:`train` builds ``LayeredEBM(sizes, activation, seed=cfg.seed)``, looks the estimator up by
+name (``cfg.method``), and for every minibatch calls :func:`train_step`: the estimate (with the
+persistent free state of each example when the estimator has a free phase), then
+``θ_k ← θ_k − lr_k · ∂J/∂θ_k`` (:func:`apply_update`). It never branches on the method.
 
 β is in the ½‖·‖² convention of this book (the official EP code's β 0.5 is β 1.0 here).
-Predictions are the argmax of the output at the free fixed point (EBM) or of ``r_N`` (bp).
-Training checkpoints atomically after every epoch and resumes bit-for-bit.
+Predictions are the argmax of the output at the free fixed point (energy-based estimators) or of
+the feedforward pass (``bp``). Training checkpoints atomically after every epoch and resumes
+bit-for-bit.
 """
 
 from __future__ import annotations
@@ -36,18 +23,15 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .arrival import nudge_response
-from .checks import check_eps, check_positive_int, check_real
+from .checks import check_eps, check_positive_int, check_real, resolve_device
 from .data import Dataset
 from .dynamics import relax
-from .estimators import ep_gradient, ep_symmetric_gradient
+from .estimators import Estimate, Estimator, Grads, Phases, get_estimator
 from .io import atomic_torch_save
 from .network import LayeredEBM, State
+from .oneway import mlp_forward
 
-__all__ = ["METHODS", "TrainConfig", "History", "mlp_forward", "predict", "evaluate", "first_arrival_gradient",
-           "train"]
-
-METHODS = ("bp", "ep", "ep_symmetric", "first_arrival")
+__all__ = ["TrainConfig", "History", "predict", "evaluate", "apply_update", "train_step", "train"]
 
 
 @dataclass
@@ -83,8 +67,7 @@ class TrainConfig:
         if not isinstance(self.sizes, (list, tuple)) or len(self.sizes) < 2:
             raise ValueError("sizes: need at least two layer sizes (input and output)")
         self.sizes = tuple(check_positive_int(f"sizes[{i}]", n) for i, n in enumerate(self.sizes))
-        if self.method not in METHODS:
-            raise ValueError(f"method: unknown method {self.method!r}; choose one of {METHODS}")
+        get_estimator(self.method)
         check_eps(self.eps)
         check_positive_int("free_steps", self.free_steps)
         check_positive_int("nudged_steps", self.nudged_steps)
@@ -107,6 +90,16 @@ class TrainConfig:
         for name in ("random_sign", "persistent", "drho", "bp_state_drho"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name}: expected bool, got {type(getattr(self, name)).__name__}")
+
+    @property
+    def phases(self) -> Phases:
+        """The estimator's phase settings."""
+        return Phases(self.eps, self.free_steps, self.nudged_steps, self.beta, self.random_sign, self.drho,
+                      self.bp_state_drho)
+
+    @property
+    def estimator(self) -> Estimator:
+        return get_estimator(self.method)
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -142,15 +135,6 @@ class History:
 
 
 # ---------------------------------------------------------------------------- predictions
-def mlp_forward(net: LayeredEBM, x: Tensor) -> list[Tensor]:
-    """Rates of the feedforward net with the energy model's weights: ``r_k = ρ(r_{k−1} W_k + b_k)``, ``r_0 = x``."""
-    x = net.check_input(x)
-    r = [x]
-    for k in range(1, net.N + 1):
-        r.append(net.activation.rho(torch.addmm(net.b[k], r[-1], net.W[k])))
-    return r
-
-
 def predict(
     net: LayeredEBM,
     x: Tensor,
@@ -196,58 +180,32 @@ def evaluate(
     return wrong / max(len(x_all), 1)
 
 
-# ---------------------------------------------------------------------------- estimators
-def first_arrival_gradient(
-    net: LayeredEBM, h_free: State, target: Tensor, *, eps: float, beta: float, drho: bool = True,
-    clip: Optional[bool] = None,
-) -> list:
-    """∂J/∂θ estimated from first-arrival temporal derivatives only (PAPER.md §4 (b)).
-
-    ``ĝ_k = −δ_k(d+1) / (β ε^{d+1})`` with δ the nudged-minus-free difference from ``h_free``;
-    ``∂J/∂W_k ≈ ρ(h_{k−1})ᵀ(ρ'(h_k) ⊙ ĝ_k)/B`` (without ``ρ'(h_k)`` when ``drho`` is False),
-    ``∂J/∂b_k ≈ mean(ρ'(h_k) ⊙ ĝ_k)``. Returns ``[None, (dW_1, db_1), …]``.
-    """
-    eps = check_eps(eps)
-    beta = check_real("beta", beta)
-    if beta == 0.0:
-        raise ValueError("beta: must be non-zero")
-    if not isinstance(drho, bool):
-        raise TypeError(f"drho: expected bool, got {type(drho).__name__}")
-    N = net.N
-    delta = nudge_response(net, h_free, target, eps=eps, beta=beta, clip=clip)
-    B = h_free[0].shape[0]
-    act = net.activation
-    out: list = [None]
-    for k in range(1, N + 1):
-        d = N - k
-        g_hat = -delta[k][d + 1] / (beta * eps ** (d + 1))
-        e = act.drho(h_free[k]) * g_hat if drho else g_hat
-        r_prev = h_free[0] if k == 1 else act.rho(h_free[k - 1])
-        out.append((r_prev.T @ e / B, e.mean(0)))
-    return out
+# ---------------------------------------------------------------------------- one minibatch
+def apply_update(net: LayeredEBM, grads: Grads, lrs: tuple) -> None:
+    """In place: ``W_k ← W_k − lr_k ∂J/∂W_k``, ``b_k ← b_k − lr_k ∂J/∂b_k`` (one rate per layer)."""
+    if len(lrs) != net.N or len(grads) != net.N + 1:
+        raise ValueError(f"lrs, grads: expected {net.N} learning rates and N+1 = {net.N + 1} gradient entries")
+    with torch.no_grad():
+        for k in range(1, net.N + 1):
+            net.W[k].sub_(grads[k][0], alpha=lrs[k - 1])
+            net.b[k].sub_(grads[k][1], alpha=lrs[k - 1])
 
 
-def _bp_gradient(net: LayeredEBM, x: Tensor, target: Tensor, state_drho: bool = True) -> tuple[list, Tensor]:
-    """Back-propagation through :func:`mlp_forward`: gradient of mean ½‖r_N − d‖² over the batch, and r_N.
-
-    ``state_drho``: ρ' is taken at the state ``h_k = ρ(pre_k)`` for activations that clip the state
-    (the hard sigmoid: ``h_k = clip(pre_k, 0, 1)``, where the book's inclusive ρ' is 1, as the energy
-    model sees it); otherwise at ``pre_k`` (plain autograd of the MLP, zero for saturated units).
-    """
-    act = net.activation
-    B = x.shape[0]
-    pre, r = [None], [x]
-    for k in range(1, net.N + 1):
-        pre.append(torch.addmm(net.b[k], r[-1], net.W[k]))
-        r.append(act.rho(pre[k]))
-    grads: list = [None] * (net.N + 1)
-    delta = (r[-1] - target) / B
-    for k in range(net.N, 0, -1):
-        at = r[k] if (state_drho and act.clip_by_default) else pre[k]
-        e = act.drho(at) * delta
-        grads[k] = (r[k - 1].T @ e, e.sum(0))
-        delta = e @ net.W[k].T
-    return grads, r[-1]
+def train_step(
+    net: LayeredEBM,
+    estimator: Estimator,
+    x: Tensor,
+    target: Tensor,
+    *,
+    phases: Phases,
+    lrs: tuple,
+    generator: torch.Generator,
+    h0: Optional[State] = None,
+) -> Estimate:
+    """One minibatch: ``estimator``'s estimate from ``h0``, then :func:`apply_update`. The benchmark times this."""
+    est = estimator(net, x, target, h0=h0, phases=phases, generator=generator)
+    apply_update(net, est.grads, lrs)
+    return est
 
 
 # ---------------------------------------------------------------------------- training
@@ -278,8 +236,6 @@ def train(cfg: TrainConfig, dataset: Dataset, *, progress: bool = True, resume: 
         raise TypeError(f"cfg: expected a TrainConfig, got {type(cfg).__name__}")
     if not isinstance(dataset, Dataset):
         raise TypeError(f"dataset: expected an ebmlib Dataset, got {type(dataset).__name__}")
-    from .figures import resolve_device
-
     dev, dt = resolve_device(cfg.device), cfg.torch_dtype
     if dataset.n_inputs != cfg.sizes[0] or dataset.n_classes != cfg.sizes[-1]:
         raise ValueError(f"dataset: has {dataset.n_inputs} inputs and {dataset.n_classes} classes, "
@@ -290,9 +246,9 @@ def train(cfg: TrainConfig, dataset: Dataset, *, progress: bool = True, resume: 
     n = len(x_train)
     net = LayeredEBM(list(cfg.sizes), cfg.activation, seed=cfg.seed, dtype=dt, device=dev)
     gen = torch.Generator().manual_seed(cfg.seed + 1)  # CPU generator: identical streams on every device
-    ebm = cfg.method != "bp"
+    estimator, phases = cfg.estimator, cfg.phases
     persistent = ([torch.zeros(n, s, dtype=dt, device=dev) for s in cfg.sizes[1:]]
-                  if ebm and cfg.persistent else None)
+                  if estimator.free_phase and cfg.persistent else None)
     history = History(config=cfg.to_dict())
     data_id = {"name": dataset.name, "n_train": n, "n_test": len(dataset.x_test)}
     start = 0
@@ -328,36 +284,12 @@ def train(cfg: TrainConfig, dataset: Dataset, *, progress: bool = True, resume: 
         for i in range(0, n, cfg.batch_size):
             idx = order[i : i + cfg.batch_size]
             x, d = x_train[idx], d_train[idx]
-            sign = 1.0
-            if cfg.random_sign and cfg.method in ("ep", "first_arrival"):
-                sign = 1.0 if bool(torch.randint(0, 2, (1,), generator=gen)) else -1.0
-            beta = sign * cfg.beta
-            if not ebm:
-                grads, y = _bp_gradient(net, x, d, cfg.bp_state_drho)
-            else:
-                h0 = None if persistent is None else [None] + [p[idx] for p in persistent[:]]
-                free = relax(net, x, h0, eps=cfg.eps, tol=0.0, max_steps=cfg.free_steps,
-                             check_every=cfg.free_steps).h
-                if persistent is not None:
-                    for k in range(1, net.N + 1):
-                        persistent[k - 1][idx] = free[k]
-                y = free[net.N]
-                if cfg.method == "ep":
-                    nudged = relax(net, x, free, eps=cfg.eps, beta=beta, target=d, tol=0.0,
-                                   max_steps=cfg.nudged_steps, check_every=cfg.nudged_steps).h
-                    grads = ep_gradient(net, free, nudged, beta)
-                elif cfg.method == "ep_symmetric":
-                    plus = relax(net, x, free, eps=cfg.eps, beta=cfg.beta, target=d, tol=0.0,
-                                 max_steps=cfg.nudged_steps, check_every=cfg.nudged_steps).h
-                    minus = relax(net, x, free, eps=cfg.eps, beta=-cfg.beta, target=d, tol=0.0,
-                                  max_steps=cfg.nudged_steps, check_every=cfg.nudged_steps).h
-                    grads = ep_symmetric_gradient(net, plus, minus, cfg.beta)
-                else:
-                    grads = first_arrival_gradient(net, free, d, eps=cfg.eps, beta=beta, drho=cfg.drho)
-            with torch.no_grad():
+            h0 = None if persistent is None else [x] + [p[idx] for p in persistent]
+            est = train_step(net, estimator, x, d, phases=phases, lrs=cfg.lrs, generator=gen, h0=h0)
+            if persistent is not None:
                 for k in range(1, net.N + 1):
-                    net.W[k].sub_(grads[k][0], alpha=cfg.lrs[k - 1])
-                    net.b[k].sub_(grads[k][1], alpha=cfg.lrs[k - 1])
+                    persistent[k - 1][idx] = est.free[k]
+            y = est.output
             wrong += int((y.argmax(1) != labels[idx]).sum())
             cost_sum += float(0.5 * ((y - d) ** 2).sum())
             if bar is not None:
@@ -366,7 +298,7 @@ def train(cfg: TrainConfig, dataset: Dataset, *, progress: bool = True, resume: 
         if not all(bool(torch.isfinite(p).all()) for p in net.parameters()):
             raise FloatingPointError(f"train: weights became non-finite in epoch {epoch + 1} "
                                      f"(method {cfg.method}); lower lrs or beta")
-        test_error = evaluate(net, dataset, feedforward_net=not ebm, eps=cfg.eps, steps=cfg.eval_steps,
+        test_error = evaluate(net, dataset, feedforward_net=not estimator.free_phase, eps=cfg.eps, steps=cfg.eval_steps,
                               tol=cfg.eval_tol)
         history.epoch.append(epoch + 1)
         history.train_error.append(wrong / n)

@@ -21,9 +21,10 @@ from torch import Tensor
 from .activations import Activation, get_activation
 from .checks import check_positive_int, check_real, check_tensor
 
-__all__ = ["LayeredEBM", "State"]
+__all__ = ["LayeredEBM", "State", "Feedback", "feedback_weights"]
 
 State = list  # list[Tensor]: h[0] = x, h[1..N]
+Feedback = list  # [None, None, B_2, …, B_N]: top-down weights (layer k hears layer k+1 through B_{k+1})
 
 
 def _affine(c: Tensor, r: Tensor, W: Tensor) -> Tensor:
@@ -49,6 +50,7 @@ class LayeredEBM:
         seed: int = 0,
         gain: float = 1.0,
         bias_std: float = 0.0,
+        bias_mean: float = 0.0,
         dtype: torch.dtype = torch.float64,
         device: str | torch.device = "cpu",
     ):
@@ -64,13 +66,14 @@ class LayeredEBM:
         if W is None or b is None:
             check_real("gain", gain)
             check_real("bias_std", bias_std)
+            check_real("bias_mean", bias_mean)
             gen = torch.Generator().manual_seed(int(seed))
             W0, b0 = [None], [None]
             for k in range(1, self.N + 1):
                 n_in, n_out = self.sizes[k - 1], self.sizes[k]
                 a = gain * math.sqrt(6.0 / (n_in + n_out))  # Glorot uniform
                 W0.append((torch.rand(n_in, n_out, generator=gen, dtype=torch.float64) * 2 - 1) * a)
-                b0.append(torch.randn(n_out, generator=gen, dtype=torch.float64) * bias_std)
+                b0.append(torch.randn(n_out, generator=gen, dtype=torch.float64) * bias_std + bias_mean)
             W = W0 if W is None else W
             b = b0 if b is None else b
         if len(W) != self.N + 1 or len(b) != self.N + 1:
@@ -145,6 +148,18 @@ class LayeredEBM:
             check_tensor(f"{name}[{k}]", h[k], shape=(B, self.sizes[k]), dtype=self.dtype, device=self.device)
         return list(h)
 
+    def top_down(self, feedback: Optional[Feedback] = None) -> list:
+        """The top-down weights ``[None, None, B_2, …, B_N]`` (checked); ``None`` means ``B = W``."""
+        if feedback is None:
+            return [None, None] + [self.W[k] for k in range(2, self.N + 1)]
+        if not isinstance(feedback, (list, tuple)) or len(feedback) != self.N + 1:
+            raise ValueError(f"feedback: expected a list of length N+1 = {self.N + 1} with indices 0 and 1 unused")
+        return [None, None] + [
+            check_tensor(f"feedback[{k}]", feedback[k], shape=tuple(self.W[k].shape), dtype=self.dtype,
+                         device=self.device)
+            for k in range(2, self.N + 1)
+        ]
+
     # ------------------------------------------------------------------ states
     def init_state(self, x: Tensor, fill: float = 0.0) -> State:
         """The state ``[x, fill, …, fill]`` for a batch of inputs ``x``."""
@@ -188,12 +203,22 @@ class LayeredEBM:
         beta: float = 0.0,
         target: Optional[Tensor] = None,
         drive: Optional[Tensor] = None,
+        feedback: Optional[Feedback] = None,
     ) -> State:
         """−∂F/∂h in closed form: ``f[k] = R_k(h) − h_k`` (+ β(d − y) on the output).
 
         R_k = ρ'(h_k) ⊙ (b_k + W_kᵀ ρ(h_{k−1}) + W_{k+1} ρ(h_{k+1})). ``f[0]`` is zero:
-        the input is clamped. ``drive`` is the hoisted ``input_drive(x)``.
+        the input is clamped. ``drive`` is the hoisted ``input_drive(x)``. With ``feedback``
+        (top-down weights ``B``, see :func:`feedback_weights`) layer k hears layer k+1 through
+        ``B_{k+1}`` instead of ``W_{k+1}``: a vector field that no energy has as its gradient
+        unless ``B = W``.
         """
+        if beta != 0.0 and target is None:
+            raise ValueError("target: required when beta != 0")
+        return self._force(h, beta, target, drive, self.top_down(feedback))
+
+    def _force(self, h: State, beta: float, target: Optional[Tensor], drive: Optional[Tensor], down: list) -> State:
+        """:meth:`force` without argument checks (``down`` from :meth:`top_down`)."""
         N = self.N
         act = self.activation
         rho: list[Tensor] = [h[0]]
@@ -209,7 +234,7 @@ class LayeredEBM:
             else:
                 pre = _affine(self.b[k], rho[k - 1], self.W[k])
             if k < N:
-                pre = _affine(pre, rho[k + 1], self.W[k + 1].T)
+                pre = _affine(pre, rho[k + 1], down[k + 1].T)
             fk = drho[k] * pre - h[k]
             if k == N and beta != 0.0:
                 fk = fk + beta * (target - h[k])
@@ -238,3 +263,28 @@ class LayeredEBM:
         from .io import atomic_savez
 
         return atomic_savez(path, **self.state_dict(), **extra)
+
+
+def feedback_weights(net: LayeredEBM, a: float, *, seed: int) -> Feedback:
+    """Top-down weights with asymmetry ``a``: ``B_k = ‖W_k‖ M_k / ‖M_k‖``, ``M_k = (1 − a) W_k + a Q_k``.
+
+    ``Q_k`` has i.i.d. standard normal entries (a generator seeded with ``seed``: the same ``Q`` for
+    every ``a``) rescaled to ``‖Q_k‖ = ‖W_k‖`` (Frobenius). ``a = 0`` gives ``B = W`` (symmetric, an
+    energy exists); ``a = 1`` random feedback of the same norm. Indexed like ``net.W``; ``B[0]`` and
+    ``B[1]`` are ``None`` (the clamped input hears no top-down signal).
+    """
+    a = check_real("a", a)
+    if not 0.0 <= a <= 1.0:
+        raise ValueError(f"a: the asymmetry must lie in [0, 1], got {a}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed: expected an integer, got {type(seed).__name__}")
+    gen = torch.Generator().manual_seed(seed)
+    B: Feedback = [None, None]
+    for k in range(2, net.N + 1):
+        W = net.W[k]
+        Q = torch.randn(tuple(W.shape), generator=gen, dtype=torch.float64).to(device=W.device, dtype=W.dtype)
+        nW = W.norm()
+        Q = Q * (nW / Q.norm())
+        M = (1.0 - a) * W + a * Q
+        B.append(M * (nW / M.norm()) if float(M.norm()) > 0.0 else M)
+    return B

@@ -29,7 +29,7 @@ def random_batch(net, B=4, seed=0):
 @pytest.fixture(scope="session")
 def smoke_build() -> Path:
     """Execute every chapter once under the smoke profile into _build/test (shared by the slow tests)."""
-    from ebmlib import book
+    from ebmlib.book.execute import execute
 
     build = ROOT / "_build" / "test"
     if os.environ.get("EBMLIB_REUSE_SMOKE") and (build / "executed").exists():
@@ -37,13 +37,13 @@ def smoke_build() -> Path:
     import shutil
 
     shutil.rmtree(build / "figures", ignore_errors=True)
-    book.execute(["all"], profile="smoke", build_dir=build, root=ROOT)
+    execute(["all"], profile="smoke", build_dir=build, root=ROOT)
     return build
 
 
 @pytest.fixture(scope="session")
 def smoke_site(smoke_build: Path) -> Path:
     """The strict site build from the smoke-executed notebooks."""
-    from ebmlib import book
+    from ebmlib.book.site import build
 
-    return book.build(build_dir=smoke_build, root=ROOT)
+    return build(build_dir=smoke_build, root=ROOT)

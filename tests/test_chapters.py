@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from ebmlib import book
-from ebmlib.figures import claim_holds
+from ebmlib.book.claims import claim_holds
+from ebmlib.book.execute import chapter_name, chapters, execute
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ def _sidecars(build: Path) -> list[Path]:
 
 
 def test_every_chapter_executed(smoke_build):
-    for chapter in book.chapters(ROOT):
+    for chapter in chapters(ROOT):
         nb = smoke_build / "executed" / f"{chapter}.ipynb"
         assert nb.exists(), f"{chapter} was not executed"
         cells = json.loads(nb.read_text())["cells"]
@@ -35,8 +35,8 @@ def test_every_chapter_executed(smoke_build):
 
 
 def test_every_chapter_has_figures_with_claims(smoke_build):
-    for chapter in book.chapters(ROOT):
-        name = book.chapter_name(chapter)
+    for chapter in chapters(ROOT):
+        name = chapter_name(chapter)
         side = list((smoke_build / "figures" / name).glob("*.json"))
         assert len(side) >= 1, f"{name} saved no figure"
         assert any(json.loads(p.read_text())["claims"] for p in side), f"{name}: no figure makes a claim"
@@ -62,9 +62,9 @@ def test_every_claim_holds(smoke_build):
 
 def test_same_seed_same_sidecar_numbers(smoke_build, tmp_path):
     """Re-executing the first chapter with the same seed reproduces its sidecar numbers exactly (CPU)."""
-    chapter = book.chapters(ROOT)[0]
-    name = book.chapter_name(chapter)
-    book.execute([name], profile="smoke", build_dir=tmp_path, root=ROOT)
+    chapter = chapters(ROOT)[0]
+    name = chapter_name(chapter)
+    execute([name], profile="smoke", build_dir=tmp_path, root=ROOT)
     for p in sorted((smoke_build / "figures" / name).glob("*.json")):
         a = json.loads(p.read_text())
         b = json.loads((tmp_path / "figures" / name / p.name).read_text())
@@ -74,9 +74,9 @@ def test_same_seed_same_sidecar_numbers(smoke_build, tmp_path):
 
 def test_unknown_parameter_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="no parameter 'nonsense'"):
-        book.execute(["01-energy"], profile="smoke", overrides={"nonsense": 1}, build_dir=tmp_path, root=ROOT)
+        execute(["01-energy"], profile="smoke", overrides={"nonsense": 1}, build_dir=tmp_path, root=ROOT)
     with pytest.raises(ValueError, match="profile"):
-        book.execute(["01-energy"], profile="nope", build_dir=tmp_path, root=ROOT)
+        execute(["01-energy"], profile="nope", build_dir=tmp_path, root=ROOT)
 
 
 def test_site_builds_strictly_with_offline_math(smoke_site):

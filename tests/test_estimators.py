@@ -5,7 +5,6 @@ import torch
 from conftest import random_batch, random_net
 
 import ebmlib as eb
-from ebmlib import estimators as est
 
 EPS = 0.5
 
@@ -20,7 +19,7 @@ def fixed():
 
 def test_implicit_param_gradient_matches_finite_differences(fixed):
     net, x, d, h = fixed
-    g = est.implicit_param_gradient(net, h, d)
+    g = eb.implicit_param_gradient(net, h, d)
 
     def J(n):
         hs = eb.relax(n, x, h, eps=EPS, tol=1e-14, max_steps=20000).h
@@ -37,13 +36,13 @@ def test_implicit_param_gradient_matches_finite_differences(fixed):
 
 def test_ep_one_sided_and_symmetric_converge_with_orders_1_and_2(fixed):
     net, x, d, h = fixed
-    exact = est.grads_flat(est.implicit_param_gradient(net, h, d), weights_only=False)
+    exact = eb.grads_flat(eb.implicit_param_gradient(net, h, d), weights_only=False)
     errs1, errs2, betas = [], [], [1e-1, 1e-2]
     for beta in betas:
         hp = eb.relax(net, x, h, eps=EPS, beta=beta, target=d, tol=1e-14, max_steps=20000).h
         hm = eb.relax(net, x, h, eps=EPS, beta=-beta, target=d, tol=1e-14, max_steps=20000).h
-        g1 = est.grads_flat(est.ep_gradient(net, h, hp, beta), weights_only=False)
-        g2 = est.grads_flat(est.ep_symmetric_gradient(net, hp, hm, beta), weights_only=False)
+        g1 = eb.grads_flat(eb.ep_gradient(net, h, hp, beta), weights_only=False)
+        g2 = eb.grads_flat(eb.ep_symmetric_gradient(net, hp, hm, beta), weights_only=False)
         errs1.append(float((g1 - exact).norm()))
         errs2.append(float((g2 - exact).norm()))
     # one decade of beta: the one-sided error drops ~10x, the symmetric ~100x
@@ -55,8 +54,8 @@ def test_tied_rule_telescopes_to_ep(fixed):
     net, x, d, h = fixed
     beta = 1e-3
     nudged = eb.run(net, h, steps=30, eps=EPS, beta=beta, target=d)
-    tied = est.plasticity_gradient(net, nudged, beta, "tied")
-    ep = est.ep_gradient(net, h, nudged.at(30), beta)
+    tied = eb.plasticity_gradient(net, nudged, beta, "tied")
+    ep = eb.ep_gradient(net, h, nudged.at(30), beta)
     for k in range(1, net.N + 1):
         assert torch.allclose(tied[k][0], ep[k][0], atol=1e-12)
 
@@ -70,7 +69,7 @@ def test_first_arrival_bengio_rule_vs_chain_gradient(fixed):
     g = eb.chain_gradient(net, h, d)
     for k in range(1, N + 1):
         dist = N - k
-        rule = est.plasticity_gradient(net, nudged, beta, "bengio", free=free, t0=dist, t1=dist + 1)
+        rule = eb.plasticity_gradient(net, nudged, beta, "bengio", free=free, t0=dist, t1=dist + 1)
         r_prev = x if k == 1 else net.activation.rho(h[k - 1])
         expect = EPS ** (dist + 1) * (r_prev.T @ g[k]) / x.shape[0]
         assert torch.allclose(rule[k][0], expect, rtol=1e-3, atol=1e-12)
@@ -81,8 +80,8 @@ def test_validation():
     x, d, h = random_batch(net)
     tr = eb.run(net, h, steps=2, eps=0.5, beta=0.1, target=d)
     with pytest.raises(ValueError, match="rule"):
-        est.plasticity_gradient(net, tr, 0.1, "hebb")
+        eb.plasticity_gradient(net, tr, 0.1, "hebb")
     with pytest.raises(ValueError, match="beta"):
-        est.ep_gradient(net, h, h, 0.0)
+        eb.ep_gradient(net, h, h, 0.0)
     with pytest.raises(ValueError, match="t0, t1"):
-        est.plasticity_gradient(net, tr, 0.1, "tied", t0=2, t1=1)
+        eb.plasticity_gradient(net, tr, 0.1, "tied", t0=2, t1=1)

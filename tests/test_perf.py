@@ -1,11 +1,11 @@
-"""The optimised relaxation loop against the straightforward step (ebmlib.bench), and the benchmark's pieces."""
+"""The fused relaxation loop (ebmlib._loop) against the reference step ebmlib.step, and the benchmark's pieces."""
 
 import pytest
 import torch
 from conftest import random_batch, random_net
 
 import ebmlib as eb
-from ebmlib import bench
+from ebmlib.book import bench
 
 TOL = 1e-12
 SIZES = [7, 9, 6, 5, 4]  # three hidden layers: every kind of layer (first, middle, output)
@@ -14,7 +14,7 @@ SIZES = [7, 9, 6, 5, 4]  # three hidden layers: every kind of layer (first, midd
 def reference_trajectory(net, h0, steps, **kw):
     out, h = [h0], h0
     for _ in range(steps):
-        h = bench.reference_step(net, h, **kw)
+        h = eb.step(net, h, **kw)
         out.append(h)
     return out
 
@@ -50,7 +50,7 @@ def test_autograd_step_matches_reference_step(activation):
     x, d, h = random_batch(net, B=3, seed=2)
     for beta in (0.0, 0.5):
         a = bench.autograd_step(net, h, eps=0.3, beta=beta, target=d)
-        b = bench.reference_step(net, h, eps=0.3, beta=beta, target=d)
+        b = eb.step(net, h, eps=0.3, beta=beta, target=d)
         for k in range(1, net.N + 1):
             assert float((a[k] - b[k]).abs().max()) <= TOL
 
@@ -80,7 +80,7 @@ def test_langevin_run_matches_reference_with_the_same_draws():
     g = torch.Generator().manual_seed(9)
     ref = h
     for t in range(1, 11):
-        ref = bench.reference_step(net, ref, eps=eps)
+        ref = eb.step(net, ref, eps=eps)
         for k in range(1, net.N + 1):  # the step draws ξ layer by layer, after the deterministic update
             ref[k] = ref[k] + (2 * eps * T) ** 0.5 * torch.randn(ref[k].shape, generator=g, dtype=ref[k].dtype)
         for k in range(1, net.N + 1):
@@ -91,7 +91,7 @@ def test_float32_step_close_to_float64_reference():
     net = random_net([784, 50, 10], "hard_sigmoid", seed=8, gain=1.0, bias_std=0.1)
     x, d, h = random_batch(net, B=6, seed=5)
     h = [x] + [t.clamp(0, 1) for t in h[1:]]
-    ref = bench.reference_step(net, h, eps=0.5, beta=1.0, target=d)
+    ref = eb.step(net, h, eps=0.5, beta=1.0, target=d)
     net32 = net.to(dtype=torch.float32)
     got = eb.step(net32, [t.float() for t in h], eps=0.5, beta=1.0, target=d.float())
     for k in (1, 2):
@@ -99,7 +99,7 @@ def test_float32_step_close_to_float64_reference():
 
 
 def test_ep_update_matches_the_energy_derivative():
-    """(1/β)(∂E/∂θ(h*) − ∂E/∂θ(h^β)) by autograd equals the update of ep_update with lr = 1."""
+    """(1/β)(∂E/∂θ(h*) − ∂E/∂θ(h^β)) by autograd equals the EP estimator's update with lr = 1."""
     net = random_net([5, 4, 3], "sigmoid", seed=9)
     x, d, h = random_batch(net, B=4, seed=6)
     free = eb.relax(net, x, eps=0.5).h
@@ -113,7 +113,7 @@ def test_ep_update_matches_the_energy_derivative():
         p.requires_grad_(False)
     want = [(a - b) / 0.2 for a, b in zip(gf, gn)]
     before = [p.clone() for p in params]
-    bench.ep_update(net, free, nudged, 0.2, [1.0, 1.0])
+    eb.apply_update(net, eb.ep_gradient(net, free, nudged, 0.2), (1.0, 1.0))
     for p, p0, w in zip(net.parameters(), before, want):
         assert float((p - p0 - w).abs().max()) <= 1e-12
 
@@ -131,11 +131,11 @@ def test_reference_step_validates():
     net = random_net([4, 3], seed=0)
     x, d, h = random_batch(net, B=2)
     with pytest.raises(ValueError, match="target"):
-        bench.reference_step(net, h, eps=0.5, beta=1.0)
+        eb.step(net, h, eps=0.5, beta=1.0)
     with pytest.raises(ValueError, match="eps"):
         bench.autograd_step(net, h, eps=2.0)
     with pytest.raises(ValueError, match="lrs"):
-        bench.ep_update(net, h, h, 1.0, [0.1, 0.1])
+        eb.apply_update(net, eb.ep_gradient(net, h, h, 1.0), (0.1, 0.1))
 
 
 def test_bench_pieces_run_and_report():
@@ -145,7 +145,7 @@ def test_bench_pieces_run_and_report():
         assert key in r
     assert r["flops_per_step"] == bench.step_flops((12, 8, 4), 3) and r["roofline_ratio"] > 0
     ep = bench.bench_ep_epoch(minibatches=1, reps=1, device=torch.device("cpu"))
-    assert ep["extrapolated"] and ep["epoch_time_s"] > 0 and abs(sum(ep["fraction"].values()) - 1) < 1e-9
+    assert ep["extrapolated"] and ep["epoch_time_s"] > 0
 
 
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "hard_sigmoid"])
@@ -153,7 +153,7 @@ def test_alternate_schedule_reaches_the_same_fixed_point(activation):
     net = random_net([8, 10, 9, 7, 4], activation, seed=10, gain=1.0)
     x, d, h = random_batch(net, B=6, seed=7)
     sync = eb.relax(net, x, eps=0.5, tol=1e-12, max_steps=20_000)
-    alt = eb.relax(net, x, eps=0.5, tol=1e-12, max_steps=20_000, schedule="alternate")
+    alt = eb.relax(net, x, eps=0.5, tol=1e-12, max_steps=20_000, schedule="odd_even")
     assert sync.converged and alt.converged
     for k in range(1, net.N + 1):
         assert float((sync.h[k] - alt.h[k]).abs().max()) <= 1e-9
@@ -163,7 +163,7 @@ def test_alternate_schedule_reaches_the_same_fixed_point(activation):
     assert alt.steps <= sync.steps
     # nudged too, from the free fixed point
     sb = eb.relax(net, x, sync.h, eps=0.5, beta=0.5, target=d, tol=1e-12)
-    ab = eb.relax(net, x, sync.h, eps=0.5, beta=0.5, target=d, tol=1e-12, schedule="alternate")
+    ab = eb.relax(net, x, sync.h, eps=0.5, beta=0.5, target=d, tol=1e-12, schedule="odd_even")
     for k in range(1, net.N + 1):
         assert float((sb.h[k] - ab.h[k]).abs().max()) <= 1e-9
 
@@ -171,10 +171,10 @@ def test_alternate_schedule_reaches_the_same_fixed_point(activation):
 def test_alternate_schedule_is_one_sweep_of_half_steps():
     net = random_net(SIZES, "sigmoid", seed=11)
     x, d, h = random_batch(net, B=3, seed=8)
-    r = eb.relax(net, x, eps=0.5, tol=0.0, max_steps=1, schedule="alternate")
-    ref = bench.reference_step(net, net.init_state(x), eps=0.5)
+    r = eb.relax(net, x, eps=0.5, tol=0.0, max_steps=1, schedule="odd_even")
+    ref = eb.step(net, net.init_state(x), eps=0.5)
     odd = [x] + [ref[k] if k % 2 == 1 else torch.zeros_like(ref[k]) for k in range(1, net.N + 1)]
-    ref2 = bench.reference_step(net, odd, eps=0.5)
+    ref2 = eb.step(net, odd, eps=0.5)
     for k in range(1, net.N + 1):
         want = odd[k] if k % 2 == 1 else ref2[k]
         assert float((r.h[k] - want).abs().max()) <= TOL
@@ -207,19 +207,19 @@ def test_relax_and_step_leave_their_inputs_alone_and_results_do_not_alias():
 ])
 def test_a_step_is_one_call_per_elementwise_stage(activation, clip, beta, calls):
     """ρ, ρ'⊙pre, the update and the clip run once over all layers (the flat buffers), not once per layer."""
-    from ebmlib import dynamics
+    from ebmlib import _loop
 
     net = random_net(SIZES, activation, seed=13)
     x, d, h = random_batch(net, B=2, seed=10)
-    cfg = dynamics._configure(net, h, eps=0.5, beta=beta, target=d, T=0.0, clip=clip, generator=None,
-                              max_abs=1e6, states=2)
-    assert len(dynamics._program(net, cfg, 0, 1, None)) == calls
+    cfg = _loop.configure(net, h, eps=0.5, beta=beta, target=d, noise_std=0.0, clip=clip, generator=None,
+                          max_abs=1e6, states=2)
+    assert len(_loop._program(net, cfg, 0, 1, None)) == calls
 
 
 def test_small_cpu_loops_run_on_one_thread_and_restore_the_setting(monkeypatch):
     """ONE_THREAD_MACS: the loop of a small step runs on one intra-op thread; torch's setting comes back,
     also after a DivergenceError, and the results do not depend on it (float64, 1e-12)."""
-    from ebmlib import dynamics
+    from ebmlib import _loop as dynamics
 
     net = random_net(SIZES, "sigmoid", seed=14)
     x, d, h = random_batch(net, B=4, seed=11)

@@ -5,8 +5,6 @@ import torch
 from conftest import random_batch, random_net
 
 import ebmlib as eb
-from ebmlib import estimators as est
-from ebmlib import response as rs
 
 EPS = 0.5
 K = 12
@@ -22,7 +20,7 @@ def fixed():
 
 def test_state_response_is_minus_eps_adjoint(fixed):
     net, _, d, h = fixed
-    r = rs.state_response(net, h, d, steps=K, eps=EPS, beta=1e-7)
+    r = eb.state_response(net, h, d, steps=K, eps=EPS, beta=1e-7)
     S = eb.adjoint(net, h, d, K, EPS)
     for k in range(1, net.N + 1):
         assert r[k].shape == S[k].shape
@@ -36,8 +34,8 @@ def test_ep_steps_match_bptt_steps(fixed):
     beta = 1e-6  # small enough for O(beta) < 1e-4, large enough for float64 rounding
     nudged = eb.run(net, h, steps=K, eps=EPS, beta=beta, target=d)
     free = eb.run(net, h, steps=K, eps=EPS)
-    ep = rs.ep_param_steps(net, nudged, beta, free=free)
-    bp = rs.bptt_param_steps(net, h, d, steps=K, eps=EPS)
+    ep = eb.ep_param_steps(net, nudged, beta, free=free)
+    bp = eb.bptt_param_steps(net, h, d, steps=K, eps=EPS)
     for k in range(1, net.N + 1):
         for i in (0, 1):
             assert ep[k][i].shape == bp[k][i].shape
@@ -46,7 +44,7 @@ def test_ep_steps_match_bptt_steps(fixed):
 
 def test_bptt_param_steps_sum_to_finite_differences(fixed):
     net, _, d, h = fixed
-    bp = rs.bptt_param_steps(net, h, d, steps=K, eps=EPS)
+    bp = eb.bptt_param_steps(net, h, d, steps=K, eps=EPS)
 
     def cost(n):
         return float(n.cost(eb.run(n, h, steps=K, eps=EPS).at(K), d).mean())
@@ -64,8 +62,8 @@ def test_ep_steps_telescope_to_one_sided_ep(fixed):
     net, _, d, h = fixed
     beta = 1e-3
     nudged = eb.run(net, h, steps=K, eps=EPS, beta=beta, target=d)
-    steps = rs.ep_param_steps(net, nudged, beta)
-    one = est.ep_gradient(net, h, nudged.at(K), beta)
+    steps = eb.ep_param_steps(net, nudged, beta)
+    one = eb.ep_gradient(net, h, nudged.at(K), beta)
     for k in range(1, net.N + 1):
         assert torch.allclose(steps[k][0].sum(0), one[k][0], atol=1e-12)
         assert torch.allclose(steps[k][1].sum(0), one[k][1], atol=1e-12)
@@ -75,14 +73,14 @@ def test_validation_names_the_argument(fixed):
     net, _, d, h = fixed
     nudged = eb.run(net, h, steps=3, eps=EPS, beta=0.1, target=d)
     with pytest.raises(ValueError, match="beta"):
-        rs.state_response(net, h, d, steps=3, eps=EPS, beta=0.0)
+        eb.state_response(net, h, d, steps=3, eps=EPS, beta=0.0)
     with pytest.raises(ValueError, match="steps"):
-        rs.state_response(net, h, d, steps=0, eps=EPS, beta=0.1)
+        eb.state_response(net, h, d, steps=0, eps=EPS, beta=0.1)
     with pytest.raises(TypeError, match="nudged"):
-        rs.ep_param_steps(net, [h], 0.1)
+        eb.ep_param_steps(net, [h], 0.1)
     with pytest.raises(ValueError, match="free"):
-        rs.ep_param_steps(net, nudged, 0.1, free=eb.run(net, h, steps=2, eps=EPS))
+        eb.ep_param_steps(net, nudged, 0.1, free=eb.run(net, h, steps=2, eps=EPS))
     with pytest.raises(ValueError, match="eps"):
-        rs.bptt_param_steps(net, h, d, steps=3, eps=1.5)
+        eb.bptt_param_steps(net, h, d, steps=3, eps=1.5)
     with pytest.raises(ValueError, match="target"):
-        rs.bptt_param_steps(net, h, d[:1], steps=3, eps=EPS)
+        eb.bptt_param_steps(net, h, d[:1], steps=3, eps=EPS)

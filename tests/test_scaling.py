@@ -98,13 +98,13 @@ def test_pinned_units_do_not_move_and_one_sided_gradient_is_exact(hard_case):
     net, x, d, h = hard_case
     pinned = eb.pinned_units(net, h)
     assert sum(int(p.sum()) for p in pinned[1:]) > 0, "the case should have pinned units"
-    fa = eb.first_arrival(net, h, d, eps=EPS, beta=1e-6, one_sided=True)
+    fa = eb.first_arrival(net, h, d, eps=EPS, beta=1e-6, mask="pinned")
     for k in range(1, net.N + 1):
         if pinned[k].any():
             assert float(fa.delta[k][:, pinned[k]].abs().max()) == 0.0
     assert fa.worst_cos() >= 1 - 1e-9 and fa.worst_ratio_error() <= 1e-5
     # without pinned units the one-sided gradient is the chain gradient
-    g_one = eb.one_sided_chain_gradient(net, h, d, clip=False)
+    g_one = eb.chain_gradient(net, h, d, mask="pinned", clip=False)
     g = eb.chain_gradient(net, h, d)
     for k in range(1, net.N + 1):
         assert torch.allclose(g_one[k], g[k], rtol=1e-12, atol=1e-15)
@@ -113,7 +113,7 @@ def test_pinned_units_do_not_move_and_one_sided_gradient_is_exact(hard_case):
 
 def test_one_sided_matches_chain_for_smooth_activation(sigmoid_case):
     net, x, d, h = sigmoid_case
-    g_one, g = eb.one_sided_chain_gradient(net, h, d), eb.chain_gradient(net, h, d)
+    g_one, g = eb.chain_gradient(net, h, d, mask="pinned"), eb.chain_gradient(net, h, d)
     for k in range(1, net.N + 1):
         assert torch.allclose(g_one[k], g[k], rtol=1e-12, atol=1e-15)
     with pytest.raises(TypeError, match="clip"):
@@ -121,4 +121,4 @@ def test_one_sided_matches_chain_for_smooth_activation(sigmoid_case):
     with pytest.raises(TypeError, match="one_sided"):
         eb.first_arrival(net, h, d, eps=EPS, beta=1e-6, one_sided=1)
     with pytest.raises(ValueError, match="target"):
-        eb.one_sided_chain_gradient(net, h, d[:, :2])
+        eb.chain_gradient(net, h, d[:, :2], mask="pinned")

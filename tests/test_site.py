@@ -1,6 +1,6 @@
 """The site as a reader meets it: every page in headless Chromium, the reproduce page, the student edition.
 
-Browser checks (``ebmlib.browser``): each page of ``_toc.yml`` is opened in headless Chromium with a
+Browser checks (``ebmlib.book.browser``): each page of ``_toc.yml`` is opened in headless Chromium with a
 small probe script injected into a private copy of the site. After the ``load`` event and MathJax's
 typesetting promise, the probe records whether math rendered (``mjx-container`` elements present, no
 MathJax error, no raw ``$$``/``\\(``/``\\[`` left in visible text), whether every ``<img>`` was decoded
@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from ebmlib import book, browser, reproduce
+from ebmlib.book import browser, reproduce, site
+from ebmlib.book.execute import chapters, toc_files
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +43,7 @@ def _need_chromium() -> None:
 
 
 def _pages(root: Path = ROOT) -> list[str]:
-    return [f"{f}.html" for f in book.toc_files(root)]
+    return [f"{f}.html" for f in toc_files(root)]
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_every_page_reads_well_in_chromium(browser_results):
 
 def test_math_renders_on_every_chapter(browser_results):
     by_page = {r.page: r for r in browser_results}
-    for chapter in book.chapters(ROOT):
+    for chapter in chapters(ROOT):
         r = by_page[f"{chapter}.html"]
         assert r.math_source > 0, f"{chapter}: no math found in the page"
         assert r.math >= r.math_source, f"{chapter}: {r.math} of {r.math_source} formulas rendered"
@@ -73,7 +74,7 @@ def test_offline_and_downloadable(smoke_site):
         text = (smoke_site / rel).read_text()
         assert not re.search(r'<script[^>]+src="(https?:)?//', text), f"{rel}: a script comes from the network"
         assert not re.search(r'<link[^>]+href="(https?:)?//[^"]+\.css', text), f"{rel}: a stylesheet needs the network"
-    for chapter in book.chapters(ROOT):
+    for chapter in chapters(ROOT):
         nb = smoke_site / "_sources" / f"{chapter}.ipynb"
         assert nb.exists(), f"{chapter}: the executed notebook is not offered for download"
         assert json.loads(nb.read_text())["cells"], f"{chapter}: the downloadable notebook is empty"
@@ -139,12 +140,12 @@ def test_reproduce_page_shows_the_benchmarks(smoke_site, tmp_path):
 
 
 def test_student_edition_has_no_solutions(smoke_build, smoke_site):
-    student = book.build(build_dir=smoke_build, root=ROOT, edition="student")
-    for chapter in book.chapters(ROOT):
+    student = site.build(build_dir=smoke_build, root=ROOT, edition="student")
+    for chapter in chapters(ROOT):
         full = (smoke_site / f"{chapter}.html").read_text()
         stud = (student / f"{chapter}.html").read_text()
         nb = json.loads((smoke_build / "executed" / f"{chapter}.ipynb").read_text())
-        removed = book.strip_solutions(nb)
+        removed = site.strip_solutions(nb)
         n_full, n_stud = len(CELL.findall(full)), len(CELL.findall(stud))
         assert "solution-start" not in json.dumps(nb) and "solution-end" not in json.dumps(nb)
         assert n_full - n_stud == removed, f"{chapter}: {n_full - n_stud} code cells gone, expected {removed}"
@@ -161,7 +162,7 @@ def test_strip_solutions_keeps_text_around_the_gate():
         {"cell_type": "code", "source": "secret = 1"},
         {"cell_type": "markdown", "source": "```{solution-end}\n```\n\nAfter."},
     ]}
-    assert book.strip_solutions(nb) == 1
+    assert site.strip_solutions(nb) == 1
     text = "".join(c["source"] for c in nb["cells"])
     assert "Before." in text and "After." in text
     assert "Hidden" not in text and "secret" not in text
@@ -170,11 +171,11 @@ def test_strip_solutions_keeps_text_around_the_gate():
 def test_pdf_of_the_book(smoke_build, smoke_site, tmp_path):
     """``make pdf``: the single-page book printed by headless Chromium, math typeset (no raw TeX left)."""
     _need_chromium()
-    pdf = book.pdf(build_dir=smoke_build, root=ROOT, out=tmp_path / "book.pdf")
+    pdf = site.pdf(build_dir=smoke_build, root=ROOT, out=tmp_path / "book.pdf")
     data = pdf.read_bytes()
     assert data.startswith(b"%PDF"), "not a PDF"
     pages = len(re.findall(rb"/Type\s*/Page[^s]", data))
-    assert pages >= 2 * len(book.chapters(ROOT)), f"only {pages} pages for {len(book.chapters(ROOT))} chapters"
+    assert pages >= 2 * len(chapters(ROOT)), f"only {pages} pages for {len(chapters(ROOT))} chapters"
     pdftotext = shutil.which("pdftotext")
     if pdftotext:  # poppler-utils, when installed: the text layer has no TeX source left
         text = subprocess.run([pdftotext, str(pdf), "-"], capture_output=True, text=True, check=True).stdout

@@ -7,6 +7,7 @@ import torch
 from conftest import random_batch, random_net
 
 import ebmlib as eb
+import ebmlib.book as ebb
 
 
 @pytest.fixture
@@ -87,8 +88,8 @@ def test_measures_and_claims_validate():
     with pytest.raises(ValueError, match="shapes differ"):
         eb.cosine(torch.ones(3), torch.ones(4))
     with pytest.raises(ValueError, match="lo, hi"):
-        eb.within("c", 1.0, 2.0, 1.0, "empty")
-    assert not eb.at_most("c", math.nan, 1.0, "nan never holds").holds
+        ebb.within("c", 1.0, 2.0, 1.0, "empty")
+    assert not ebb.at_most("c", math.nan, 1.0, "nan never holds").holds
 
 
 def test_sign_agreement_rtol_ignores_numerical_zeros():

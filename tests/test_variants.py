@@ -5,11 +5,10 @@ import torch
 from conftest import random_batch, random_net
 
 import ebmlib as eb
-from ebmlib import variants as V
 
 
 def _fixed_point(net, x, B=None):
-    r = V.schedule_relax(net, x, B=B, eps=0.5, tol=1e-13, max_steps=20_000)
+    r = eb.relax(net, x, feedback=B, eps=0.5, tol=1e-13, max_steps=20_000)
     assert r.converged
     return r.h
 
@@ -17,13 +16,13 @@ def _fixed_point(net, x, B=None):
 def test_symmetric_feedback_is_the_energy_model():
     net = random_net([5, 7, 6, 3], seed=1, gain=1.5)
     x, d, h = random_batch(net, B=4)
-    B = V.feedback_weights(net, 0.0, seed=3)
+    B = eb.feedback_weights(net, 0.0, seed=3)
     for k in (2, 3):
         assert torch.allclose(B[k], net.W[k], rtol=0, atol=1e-14)
-    f = V.vf_force(net, h, B, beta=0.4, target=d)
+    f = net.force(h, 0.4, d, feedback=B)
     g = net.force(h, beta=0.4, target=d)
     assert max(float((f[k] - g[k]).abs().max()) for k in (1, 2, 3)) <= 1e-13
-    a = V.schedule_run(net, h, steps=6, eps=0.4, beta=0.4, target=d)
+    a = eb.run(net, h, steps=6, eps=0.4, beta=0.4, target=d)
     b = eb.run(net, h, steps=6, eps=0.4, beta=0.4, target=d)
     assert max(float((a.h[k] - b.h[k]).abs().max()) for k in (1, 2, 3)) <= 1e-13
 
@@ -32,15 +31,15 @@ def test_feedback_weights_norm_and_asymmetry():
     net = random_net([5, 7, 6, 3], seed=1, gain=1.5)
     x, d, h = random_batch(net, B=4)
     for a in (0.3, 1.0):
-        B = V.feedback_weights(net, a, seed=3)
+        B = eb.feedback_weights(net, a, seed=3)
         for k in (2, 3):
             assert abs(float(B[k].norm() - net.W[k].norm())) <= 1e-12
     # the Jacobian of the vector field is not symmetric when B != W: no energy
-    B = V.feedback_weights(net, 0.5, seed=3)
+    B = eb.feedback_weights(net, 0.5, seed=3)
 
     def field(z):
         parts = list(torch.split(z, [7, 6, 3], dim=-1))
-        f = V.vf_force(net, [x[:1]] + [p.unsqueeze(0) for p in parts], B)
+        f = net.force([x[:1]] + [p.unsqueeze(0) for p in parts], feedback=B)
         return torch.cat(f[1:], -1).squeeze(0)
 
     z = torch.cat([t[:1] for t in h[1:]], -1).squeeze(0)
@@ -51,21 +50,21 @@ def test_feedback_weights_norm_and_asymmetry():
 def test_vf_force_matches_autograd_of_its_definition():
     net = random_net([4, 5, 3], seed=2, gain=1.5)
     x, d, h = random_batch(net, B=3)
-    B = V.feedback_weights(net, 0.7, seed=5)
-    f = V.vf_force(net, h, B)
+    B = eb.feedback_weights(net, 0.7, seed=5)
+    f = net.force(h, feedback=B)
     r = [x] + [torch.sigmoid(h[k]) for k in (1, 2)]
     f1 = r[1] * (1 - r[1]) * (net.b[1] + x @ net.W[1] + r[2] @ B[2].T) - h[1]
     assert float((f[1] - f1).abs().max()) <= 1e-14
 
 
-@pytest.mark.parametrize("schedule", V.SCHEDULES)
+@pytest.mark.parametrize("schedule", eb.SCHEDULES)
 @pytest.mark.parametrize("a", [0.0, 0.6])
 def test_first_arrival_follows_the_feedback_chain(schedule, a):
     net = random_net([6, 8, 7, 6, 4], seed=4, gain=1.5, bias_std=0.3)
     x, d, h = random_batch(net, B=5)
-    B = V.feedback_weights(net, a, seed=7)
+    B = eb.feedback_weights(net, a, seed=7)
     hs = _fixed_point(net, x, B)
-    fa = V.schedule_arrival(net, hs, d, eps=0.5, beta=1e-6, schedule=schedule, B=B)
+    fa = eb.first_arrival(net, hs, d, eps=0.5, beta=1e-6, schedule=schedule, feedback=B)
     assert fa.steps_match()
     assert fa.worst_cos() >= 1 - 1e-6
     assert fa.worst_ratio_error() <= 1e-4
@@ -76,18 +75,18 @@ def test_first_arrival_follows_the_feedback_chain(schedule, a):
 def test_reach_steps_closed_forms():
     N = 7
     d = [None] + [N - k for k in range(1, N + 1)]
-    assert V.reach_steps(N, "synchronous")[1:] == [d[k] + 1 for k in range(1, N + 1)]
-    assert V.reach_steps(N, "bottom_up")[1:] == [d[k] + 1 for k in range(1, N + 1)]
-    assert V.reach_steps(N, "top_down")[1:] == [1] * N
+    assert eb.reach_steps(N, "synchronous")[1:] == [d[k] + 1 for k in range(1, N + 1)]
+    assert eb.reach_steps(N, "bottom_up")[1:] == [d[k] + 1 for k in range(1, N + 1)]
+    assert eb.reach_steps(N, "top_down")[1:] == [1] * N
     # N odd: the output is in the odd group
-    assert V.reach_steps(N, "odd_even")[1:] == [d[k] // 2 + 1 for k in range(1, N + 1)]
-    assert V.reach_steps(N, "even_odd")[1:] == [-(-d[k] // 2) + 1 for k in range(1, N + 1)]
+    assert eb.reach_steps(N, "odd_even")[1:] == [d[k] // 2 + 1 for k in range(1, N + 1)]
+    assert eb.reach_steps(N, "even_odd")[1:] == [-(-d[k] // 2) + 1 for k in range(1, N + 1)]
 
 
 def test_first_change_steps():
     z = torch.zeros(4, 2, 3, dtype=torch.float64)
     z[2, 1, 0] = 1e-300
-    assert V.first_change_steps([None, z, torch.zeros(4, 2, 1)]) == [None, 2, None]
+    assert eb.first_change_steps([None, z, torch.zeros(4, 2, 1)]) == [None, 2, None]
 
 
 def test_schedule_relax_reaches_the_same_fixed_point():
@@ -95,14 +94,14 @@ def test_schedule_relax_reaches_the_same_fixed_point():
     x, d, h = random_batch(net, B=4)
     ref = _fixed_point(net, x)
     for s in ("top_down", "odd_even"):
-        hs = V.schedule_relax(net, x, schedule=s, eps=0.5, tol=1e-13).h
+        hs = eb.relax(net, x, schedule=s, eps=0.5, tol=1e-13).h
         assert max(float((hs[k] - ref[k]).abs().max()) for k in (1, 2, 3)) <= 1e-11
 
 
 def test_hard_sigmoid_clip_in_schedules():
     net = random_net([5, 6, 3], "hard_sigmoid", seed=3, gain=3.0)
     x, d, h = random_batch(net, B=3)
-    tr = V.schedule_run(net, net.init_state(x), steps=20, eps=0.5, schedule="top_down", beta=1.0, target=d)
+    tr = eb.run(net, net.init_state(x), steps=20, eps=0.5, schedule="top_down", beta=1.0, target=d)
     for k in (1, 2):
         assert float(tr.h[k].min()) >= 0.0 and float(tr.h[k].max()) <= 1.0
 
@@ -111,22 +110,22 @@ def test_validation_names_the_argument():
     net = random_net([5, 6, 3], seed=3)
     x, d, h = random_batch(net, B=3)
     with pytest.raises(ValueError, match="^a:"):
-        V.feedback_weights(net, 1.5, seed=0)
+        eb.feedback_weights(net, 1.5, seed=0)
     with pytest.raises(TypeError, match="^seed:"):
-        V.feedback_weights(net, 0.5, seed=0.5)
+        eb.feedback_weights(net, 0.5, seed=0.5)
     with pytest.raises(ValueError, match="^schedule:"):
-        V.schedule_groups(3, "sideways")
+        eb.schedule_groups(3, "sideways")
     with pytest.raises(ValueError, match="^schedule:"):
-        V.schedule_groups(3, [[1, 2], [2, 3]])
-    with pytest.raises(ValueError, match=r"^B\[2\]:"):
-        V.vf_force(net, h, [None, None, torch.zeros(3, 3, dtype=torch.float64)])
-    with pytest.raises(ValueError, match="^B:"):
-        V.vf_force(net, h, [None])
+        eb.schedule_groups(3, [[1, 2], [2, 3]])
+    with pytest.raises(ValueError, match=r"^feedback\[2\]:"):
+        net.force(h, feedback=[None, None, torch.zeros(3, 3, dtype=torch.float64)])
+    with pytest.raises(ValueError, match="^feedback:"):
+        net.force(h, feedback=[None])
     with pytest.raises(ValueError, match="^eps:"):
-        V.schedule_step(net, h, eps=2.0)
+        eb.step(net, h, eps=2.0)
     with pytest.raises(ValueError, match="^target:"):
-        V.schedule_step(net, h, eps=0.5, beta=1.0)
+        eb.step(net, h, eps=0.5, beta=1.0)
     with pytest.raises(ValueError, match="^beta:"):
-        V.schedule_arrival(net, h, d, eps=0.5, beta=0.0)
+        eb.first_arrival(net, h, d, eps=0.5, beta=0.0)
     with pytest.raises(ValueError, match="^h0:"):
-        V.schedule_run(net, h[:2], steps=2, eps=0.5)
+        eb.run(net, h[:2], steps=2, eps=0.5)

@@ -1,4 +1,4 @@
-"""The Boltzmann density exp(−F/T) by quadrature, and distances to Langevin samples (PAPER.md §3).
+"""Langevin inference (PAPER.md §3, §5 "Noise"): its stationary density, chains' moments, its noise.
 
 Langevin inference ``h_{t+1} = h_t − ε ∂F/∂h + sqrt(2εT) ξ_t`` samples, for small ε, the density
 
@@ -6,30 +6,33 @@ Langevin inference ``h_{t+1} = h_t − ε ∂F/∂h + sqrt(2εT) ξ_t`` samples,
 
 For a network with a single unit above the input (sizes ``[n_0, 1]``) ``Z`` is a 1-D integral: the
 density is computed here on a grid by quadrature (trapezoid rule), and the samples of a chain are
-compared with it by the Kolmogorov–Smirnov distance ``sup_h |F̂_M(h) − F(h)|`` (bin free) or by the
-total variation distance between a histogram and the exact bin probabilities.
+compared with it by :func:`ebmlib.ks_distance` or :func:`ebmlib.tv_distance`.
+
+Linearised around a fixed point ``h*`` (A = I − εH, H = ∂²E/∂h² at h*), the noise a chain has
+gathered after t steps is Gaussian with covariance ``Σ_t = 2εT Σ_{s<t} A^s A^{sᵀ}``; the difference
+of two chains carries 2Σ_t when their noises are independent, 0 when they share their random
+numbers (common random numbers): :func:`linear_noise_covariance`, :func:`arrival_noise`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from .checks import check_positive_int, check_real, check_tensor
+from .checks import check_bool, check_eps, check_positive_int, check_real, check_temperature, check_tensor
 from .dynamics import run
+from .gradients import hessian
 from .network import LayeredEBM, State
 
 __all__ = [
     "Density1D",
     "boltzmann_density_1d",
-    "ks_distance",
-    "tv_distance",
-    "ks_critical",
     "LangevinMoments",
     "langevin_moments",
+    "linear_noise_covariance",
+    "arrival_noise",
 ]
 
 
@@ -91,50 +94,6 @@ def boltzmann_density_1d(net: LayeredEBM, x: Tensor, T: float, grid: Tensor) -> 
     cdf = torch.cat([p.new_zeros(1), torch.cumulative_trapezoid(p, grid)])
     cdf = cdf / cdf[-1]
     return Density1D(grid, p, cdf)
-
-
-def _samples(samples: object, density: Density1D) -> Tensor:
-    s = check_tensor("samples", samples, dtype=density.grid.dtype, device=density.grid.device)
-    s = s.flatten()
-    if s.numel() < 2:
-        raise ValueError(f"samples: need at least 2 samples, got {s.numel()}")
-    return s
-
-
-def ks_distance(samples: Tensor, density: Density1D) -> float:
-    """Kolmogorov–Smirnov distance ``sup_h |F̂_M(h) − F(h)|`` between samples and a density."""
-    s = torch.sort(_samples(samples, density)).values
-    M = s.numel()
-    F = density.cdf_at(s)
-    i = torch.arange(1, M + 1, dtype=s.dtype, device=s.device)
-    return float(torch.maximum(i / M - F, F - (i - 1) / M).max())
-
-
-def ks_critical(M: int, alpha: float = 0.01) -> float:
-    """Asymptotic KS critical value ``sqrt(−ln(α/2)/2) / sqrt(M)`` for M independent samples."""
-    if isinstance(M, bool) or not isinstance(M, int) or M < 1:
-        raise ValueError(f"M: expected a positive integer, got {M!r}")
-    alpha = check_real("alpha", alpha)
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha: must lie in (0, 1), got {alpha}")
-    return math.sqrt(-math.log(alpha / 2) / 2) / math.sqrt(M)
-
-
-def tv_distance(samples: Tensor, density: Density1D, bins: int = 50) -> float:
-    """Total variation ``½ Σ_i |p̂_i − p_i|`` between a histogram of ``samples`` and the exact bin masses.
-
-    The bins split the grid's range into ``bins`` equal parts; samples outside it count in the end bins.
-    """
-    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
-        raise ValueError(f"bins: expected a positive integer, got {bins!r}")
-    s = _samples(samples, density)
-    g = density.grid
-    edges = torch.linspace(float(g[0]), float(g[-1]), bins + 1, dtype=g.dtype, device=g.device)
-    mass = density.cdf_at(edges)
-    p = mass[1:] - mass[:-1]
-    idx = torch.bucketize(s, edges[1:-1])
-    counts = torch.bincount(idx, minlength=bins).to(g.dtype)
-    return float(0.5 * (counts / s.numel() - p).abs().sum())
 
 
 @dataclass
@@ -201,3 +160,48 @@ def langevin_moments(
     var = [None] + [(s2[k] / count - mean[k] ** 2).clamp_min(0.0) * count / max(count - 1, 1)
                     for k in range(1, net.N + 1)]
     return LangevinMoments(mean, var, h, count)
+
+
+def linear_noise_covariance(net: LayeredEBM, h_star: State, *, steps: int, eps: float, T: float) -> Tensor:
+    """Σ_t = 2εT Σ_{s<t} A^s A^{sᵀ}, A = I − εH(h*): covariance of one linearised chain after ``steps`` steps.
+
+    Returns ``(B, n, n)`` with ``n = Σ_{k≥1} n_k`` (layers in order, as :func:`ebmlib.flatten`).
+    """
+    net.check_state(h_star, "h_star")
+    check_positive_int("steps", steps)
+    eps = check_eps(eps)
+    T = check_temperature(T)
+    H = hessian(net, h_star)
+    n = H.shape[-1]
+    eye = torch.eye(n, dtype=H.dtype, device=H.device)
+    A = eye - eps * H
+    P = eye.expand_as(H).clone()  # A^s
+    S = torch.zeros_like(H)
+    for _ in range(steps):
+        S = S + P @ P.transpose(-1, -2)
+        P = A @ P
+    return 2.0 * eps * T * S
+
+
+def arrival_noise(
+    net: LayeredEBM, h_star: State, *, eps: float, T: float, independent: bool = True
+) -> list:
+    """Predicted RMS norm of the noise in δ_k(d+1) for one pair of chains, per layer.
+
+    sqrt(c · tr Σ_{d+1}[k, k]) with c = 2 for independent free and nudged chains
+    (each contributes Σ) and c = 0 for common random numbers at linear order.
+    Returns a list indexed by layer (index 0 None) of tensors of shape ``(B,)``.
+    """
+    check_bool("independent", independent)
+    N = net.N
+    c = 2.0 if independent else 0.0
+    out: list = [None] * (N + 1)
+    offsets = [0]
+    for n in net.sizes[1:]:
+        offsets.append(offsets[-1] + n)
+    for k in range(1, N + 1):
+        S = linear_noise_covariance(net, h_star, steps=N - k + 1, eps=eps, T=T)
+        lo, hi = offsets[k - 1], offsets[k]
+        block = S[:, lo:hi, lo:hi]
+        out[k] = torch.sqrt(c * torch.diagonal(block, dim1=-2, dim2=-1).sum(-1))
+    return out

@@ -3,7 +3,7 @@
 Everything is measured in one process on one machine and, where two numbers are
 compared, reported as a ratio measured in the same interleaved rounds:
 
-1. the time of one free relaxation step (float32) of :func:`ebmlib.relax` for
+1. the time of one free relaxation step (float32) of :func:`ebmlib.dynamics.relax` for
    784-500-10 and 784-500-500-10 at batch 20 and 256;
 2. ``roofline_ratio``: the FLOP/s of that step divided by the FLOP/s that
    ``torch.addmm`` reaches on the same list of matrix shapes alone
@@ -19,8 +19,9 @@ compared, reported as a ratio measured in the same interleaved rounds:
 5. optionally (``--chapters``) the wall time of every chapter under ``smoke``.
 
 The results go to ``_build/bench.json`` and a table on stdout. Times are medians
-over repetitions after a warm-up. :func:`reference_step` is the straightforward
-synchronous step, kept as the oracle for the optimised loop (tests/test_perf.py).
+over repetitions after a warm-up. The oracle of the optimised loop is the reference step
+:func:`ebmlib.step` (tests/test_perf.py); the EP epoch times :func:`ebmlib.train_step`, the code
+the trainer runs.
 """
 
 from __future__ import annotations
@@ -40,11 +41,13 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from .checks import check_positive_int, check_real
-from .dynamics import check_step_args, intra_op_threads, loop_threads, relax
-from .network import LayeredEBM, State
+from ..checks import check_eps, check_positive_int, check_real, resolve_clip
+from ..dynamics import intra_op_threads, loop_threads, relax
+from ..estimators import Phases, get_estimator
+from ..learning import train_step
+from ..network import LayeredEBM, State
 
-__all__ = ["reference_step", "autograd_step", "step_matmuls", "step_flops", "ep_update", "main"]
+__all__ = ["autograd_step", "step_matmuls", "step_flops", "main"]
 
 CONFIGS: tuple[tuple[tuple[int, ...], int], ...] = (
     ((784, 500, 10), 20),
@@ -60,38 +63,6 @@ TARGETS = (
 
 
 # ---------------------------------------------------------------------- references
-def reference_step(
-    net: LayeredEBM,
-    h: State,
-    *,
-    eps: float,
-    beta: float = 0.0,
-    target: Optional[Tensor] = None,
-    clip: Optional[bool] = None,
-) -> State:
-    """The synchronous Euler step written as in PAPER.md §3, nothing hoisted or fused.
-
-    ``h_k ← h_k + ε(ρ'(h_k) ⊙ (b_k + W_kᵀρ(h_{k−1}) + W_{k+1}ρ(h_{k+1})) − h_k)``, plus
-    ``εβ(d − y)`` on the output, then the clip to ρ's range when ``clip``.
-    """
-    h, eps, beta, target, clip = check_step_args(net, h, eps=eps, beta=beta, target=target, clip=clip)
-    act, N = net.activation, net.N
-    r = [h[0]] + [act.rho(h[k]) for k in range(1, N + 1)]
-    new = [h[0]]
-    for k in range(1, N + 1):
-        s = net.b[k] + r[k - 1] @ net.W[k]
-        if k < N:
-            s = s + r[k + 1] @ net.W[k + 1].T
-        f = act.drho(h[k]) * s - h[k]
-        if k == N and beta != 0.0:
-            f = f + beta * (target - h[k])
-        hk = h[k] + eps * f
-        if clip:
-            hk = hk.clamp(act.lo, act.hi)
-        new.append(hk)
-    return new
-
-
 def autograd_step(
     net: LayeredEBM,
     h: State,
@@ -106,8 +77,11 @@ def autograd_step(
     The energy (input term ``ρ(x)ᵀW_1ρ(h_1)`` included) is recomputed from scratch,
     as public implementations of these models usually do; the benchmark's baseline.
     """
-    h, eps, beta, target, clip = check_step_args(net, h, eps=eps, beta=beta, target=target, clip=clip)
-    return _autograd_step(net, h, eps, beta, target, clip)
+    h = net.check_state(h)
+    beta = check_real("beta", beta)
+    if beta != 0.0:
+        target = net.check_target(target, h[0].shape[0])
+    return _autograd_step(net, h, check_eps(eps), beta, target, resolve_clip(clip, net.activation.clip_by_default))
 
 
 def _autograd_step(
@@ -146,31 +120,6 @@ def _check_sizes(sizes: Sequence[int]) -> tuple[int, ...]:
     for i, n in enumerate(sizes):
         check_positive_int(f"sizes[{i}]", n)
     return tuple(sizes)
-
-
-def ep_update(
-    net: LayeredEBM, free: State, nudged: State, beta: float, lrs: Sequence[float]
-) -> None:
-    """In place: ``W_k += lr_k/β · mean_batch(ρ(h^β_{k−1})ρ(h^β_k)ᵀ − ρ(h*_{k−1})ρ(h*_k)ᵀ)``, and ``b_k`` alike.
-
-    The Equilibrium Propagation update of Scellier & Bengio (2017), batch-first
-    (``W_k`` has shape ``(n_{k−1}, n_k)``).
-    """
-    free = net.check_state(free, "free")
-    nudged = net.check_state(nudged, "nudged")
-    beta = check_real("beta", beta)
-    if beta == 0.0:
-        raise ValueError("beta: must be nonzero")
-    if len(lrs) != net.N:
-        raise ValueError(f"lrs: expected {net.N} learning rates (one per layer), got {len(lrs)}")
-    rho = net.activation.rho
-    rf = [free[0]] + [rho(t) for t in free[1:]]
-    rn = [nudged[0]] + [rho(t) for t in nudged[1:]]
-    B = free[0].shape[0]
-    for k in range(1, net.N + 1):
-        a = check_real(f"lrs[{k - 1}]", lrs[k - 1]) / (beta * B)
-        net.W[k].addmm_(rn[k - 1].T, rn[k], alpha=a).addmm_(rf[k - 1].T, rf[k], alpha=-a)
-        net.b[k].add_((rn[k] - rf[k]).sum(0), alpha=a)
 
 
 # ---------------------------------------------------------------------- timing
@@ -290,34 +239,23 @@ def bench_ep_epoch(
     n = minibatches * batch
     X = torch.rand(n, sizes[0], generator=gen, dtype=dtype).to(device)
     D = torch.nn.functional.one_hot(torch.randint(0, 10, (n,), generator=gen), 10).to(device, dtype)
-    signs = (torch.randint(0, 2, (10 * minibatches * (reps + 1),), generator=gen) * 2 - 1).tolist()
+    estimator = get_estimator("ep")
+    phases = Phases(eps=eps, free_steps=free_steps, nudged_steps=nudged_steps, beta=beta, random_sign=True)
+    sign_gen = torch.Generator().manual_seed(seed + 1)
     persistent = [torch.zeros(n, m, dtype=dtype, device=device) for m in sizes[1:]]
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    parts = {"free": 0.0, "nudged": 0.0, "update": 0.0}
 
-    def epoch_part() -> None:
+    def epoch_part() -> None:  # what ebmlib.train does per minibatch, evaluation and bookkeeping aside
         for i in range(minibatches):
             sl = slice(i * batch, (i + 1) * batch)
             x, d = X[sl], D[sl]
-            b = beta * signs.pop()
-            t0 = time.perf_counter()
-            hf = relax(net, x, [x] + [p[sl] for p in persistent], eps=eps, tol=0.0, max_steps=free_steps,
-                       check_every=free_steps).h
-            t1 = time.perf_counter()
-            hn = relax(net, x, hf, eps=eps, beta=b, target=d, tol=0.0, max_steps=nudged_steps,
-                       check_every=nudged_steps).h
-            t2 = time.perf_counter()
-            ep_update(net, hf, hn, b, lrs)
-            for p, hk in zip(persistent, hf[1:]):
+            est = train_step(net, estimator, x, d, phases=phases, lrs=tuple(lrs), generator=sign_gen,
+                             h0=[x] + [p[sl] for p in persistent])
+            for p, hk in zip(persistent, est.free[1:]):
                 p[sl] = hk
-            sync()
-            t3 = time.perf_counter()
-            parts["free"] += t1 - t0
-            parts["nudged"] += t2 - t1
-            parts["update"] += t3 - t2
+        sync()
 
     t = _interleaved({"ep": epoch_part}, reps)["ep"]
-    total = sum(parts.values())
     per_mb = statistics.median(t) / minibatches
     epoch_minibatches = math.ceil(samples / batch)
     return {
@@ -336,7 +274,6 @@ def bench_ep_epoch(
         "minibatch_time_s": per_mb,
         "epoch_time_s": per_mb * epoch_minibatches,
         "extrapolated": minibatches < epoch_minibatches,
-        "fraction": {k: v / total for k, v in parts.items()} if total > 0 else {},
         "data": "synthetic uniform inputs, random one-hot targets",
     }
 
@@ -352,27 +289,27 @@ def bench_schedules(
     x = torch.rand(batch, sizes[0], generator=gen, dtype=dtype).to(device)
     res: dict[str, Any] = {}
     fns = {}
-    for schedule in ("synchronous", "alternate"):
+    for schedule in ("synchronous", "odd_even"):
         r = relax(net, x, eps=eps, tol=tol, max_steps=100_000, check_every=1, schedule=schedule)
         res[schedule] = {"steps": r.steps, "converged": r.converged, "residual": r.residual, "h": r.h}
         fns[schedule] = lambda s=schedule: relax(net, x, eps=eps, tol=tol, max_steps=100_000, check_every=1,
                                                  schedule=s)
     t = _interleaved(fns, reps)
-    gap = max(float((res["synchronous"]["h"][k] - res["alternate"]["h"][k]).abs().max())
+    gap = max(float((res["synchronous"]["h"][k] - res["odd_even"]["h"][k]).abs().max())
               for k in range(1, len(sizes)))
     for schedule in fns:
         res[schedule].pop("h")
         res[schedule]["time_s"] = statistics.median(t[schedule])
     return {"sizes": list(sizes), "batch": batch, "activation": activation, "eps": eps, "tol": tol,
             **_env(device, dtype, reps), **res, "fixed_point_gap": gap,
-            "step_ratio": res["synchronous"]["steps"] / max(res["alternate"]["steps"], 1)}
+            "step_ratio": res["synchronous"]["steps"] / max(res["odd_even"]["steps"], 1)}
 
 
 def bench_chapters(build_dir: Path) -> dict[str, Any]:
-    """Item 5: wall time of every chapter under ``smoke`` (from :func:`ebmlib.book.execute`)."""
-    from . import book
+    """Item 5: wall time of every chapter under ``smoke`` (from :func:`ebmlib.book.execute.execute`)."""
+    from .execute import execute
 
-    times = book.execute(["all"], profile="smoke", build_dir=build_dir)
+    times = execute(["all"], profile="smoke", build_dir=build_dir)
     return {"profile": "smoke", "build_dir": str(build_dir), **_env(torch.device("cpu"), torch.float64, 1),
             "seconds": times, "total_s": sum(times.values())}
 
@@ -398,18 +335,17 @@ def _table(res: dict[str, Any]) -> str:
         )
     ep = res.get("ep_epoch")
     if ep:
-        fr = ", ".join(f"{k} {v:.0%}" for k, v in ep["fraction"].items())
         how = (f"extrapolated from {ep['timed_minibatches_per_repetition']} minibatches"
                if ep["extrapolated"] else "measured")
         lines += [
             "",
             f"EP epoch 784-500-10 ({ep['free_steps']} free / {ep['nudged_steps']} nudged steps, minibatch "
             f"{ep['batch']}, {ep['samples']} samples, synthetic data): {ep['epoch_time_s']:.1f} s ({how}; "
-            f"{ep['minibatch_time_s'] * 1e3:.2f} ms per minibatch; {fr})",
+            f"{ep['minibatch_time_s'] * 1e3:.2f} ms per minibatch of ebmlib.train_step)",
         ]
     sc = res.get("schedules")
     if sc:
-        sy, al = sc["synchronous"], sc["alternate"]
+        sy, al = sc["synchronous"], sc["odd_even"]
         lines += [
             "",
             f"steps to tolerance {sc['tol']:g} from zeros ({'-'.join(map(str, sc['sizes']))}, B={sc['batch']}, "
@@ -451,7 +387,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--commit", default=None,
                     help="the commit being measured, when the tree is a copy outside git (default: git rev-parse)")
     args = ap.parse_args(argv)
-    from .figures import find_root, git_commit
+    from .provenance import find_root, git_commit
 
     root = find_root()
     out = args.out or root / "_build" / "bench.json"
@@ -494,7 +430,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         res["targets"].append({"name": name, "value": v, "bound": bound, "holds": bool(v >= bound)})
     res["wall_s"] = time.perf_counter() - t0
     out.parent.mkdir(parents=True, exist_ok=True)
-    from .io import atomic_write_json
+    from ..io import atomic_write_json
 
     atomic_write_json(out, res)
     print(_table(res))

@@ -3,7 +3,7 @@
 Every figure of ``<build>/figures/<chapter>/<figure>.json`` is listed with its
 chapter, claims (and whether each holds: a failing claim reads **FAILS**),
 profile, seed, device, dtype, versions and wall time; ``<build>/executed/timings.json``
-gives the execution time of each chapter. The page never lives in git: ``book.build``
+gives the execution time of each chapter. The page never lives in git: :func:`ebmlib.book.site.build`
 writes it into the staged copy of the book (``chapters/reproduce.md``).
 """
 

@@ -1,135 +1,30 @@
-"""One house style for figures, and the sidecar that makes each figure checkable.
+"""The execution context of a chapter: the house style of figures and the sidecar of each.
 
 ``Run.save`` writes ``<build_dir>/figures/<chapter>/<figure>.png`` and a JSON
-sidecar beside it with the provenance of the figure and its ``claims``: named
-numbers with the bound they must meet and whether they hold. ``tests/`` reads
-every sidecar and fails when a claim does not hold.
+sidecar beside it with the provenance of the figure and its ``claims``
+(:mod:`ebmlib.book.claims`): named numbers with the bound they must meet and
+whether they hold. ``tests/`` reads every sidecar (:func:`load_sidecars`) and
+fails when a claim does not hold.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import platform
-import subprocess
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import torch
 
-from .checks import check_real
-from .io import atomic_write_bytes, atomic_write_json
+from ..checks import resolve_device
+from ..io import atomic_write_bytes, atomic_write_json
+from .claims import Claim
+from .provenance import find_root, versions
 
-__all__ = ["Claim", "at_most", "at_least", "within", "Run", "style", "find_root", "resolve_device", "versions"]
-
-OPS = ("<=", ">=", "in")
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A named number with a bound. ``op`` is ``<=``, ``>=`` (number bound) or ``in`` ([lo, hi])."""
-
-    name: str
-    value: float
-    bound: float | tuple[float, float]
-    op: str
-    statement: str
-
-    @property
-    def holds(self) -> bool:
-        return claim_holds(self.value, self.bound, self.op)
-
-    def to_json(self) -> dict[str, Any]:
-        bound = list(self.bound) if isinstance(self.bound, tuple) else self.bound
-        return {"value": self.value, "bound": bound, "op": self.op, "holds": self.holds, "statement": self.statement}
-
-
-def claim_holds(value: float, bound: Any, op: str) -> bool:
-    """Evaluate a claim (also used by the tests to re-check a sidecar)."""
-    if value is None or not math.isfinite(value):
-        return False
-    if op == "<=":
-        return value <= bound
-    if op == ">=":
-        return value >= bound
-    if op == "in":
-        lo, hi = bound
-        return lo <= value <= hi
-    raise ValueError(f"op: unknown claim operator {op!r}; choose one of {OPS}")
-
-
-def _num(name: str, v: Any) -> float:
-    if isinstance(v, torch.Tensor):
-        v = v.item()
-    v = float(v)
-    if math.isnan(v):
-        return v
-    return v
-
-
-def at_most(name: str, value: Any, bound: float, statement: str) -> Claim:
-    """Claim ``value ≤ bound``."""
-    return Claim(name, _num("value", value), check_real("bound", bound), "<=", statement)
-
-
-def at_least(name: str, value: Any, bound: float, statement: str) -> Claim:
-    """Claim ``value ≥ bound``."""
-    return Claim(name, _num("value", value), check_real("bound", bound), ">=", statement)
-
-
-def within(name: str, value: Any, lo: float, hi: float, statement: str) -> Claim:
-    """Claim ``lo ≤ value ≤ hi``."""
-    lo, hi = check_real("lo", lo), check_real("hi", hi)
-    if lo > hi:
-        raise ValueError(f"lo, hi: empty interval [{lo}, {hi}]")
-    return Claim(name, _num("value", value), (lo, hi), "in", statement)
-
-
-def find_root(start: Optional[Path] = None) -> Path:
-    """The repository root: the nearest folder above ``start`` holding ``_toc.yml``."""
-    p = Path(start or Path.cwd()).resolve()
-    for q in (p, *p.parents):
-        if (q / "_toc.yml").exists():
-            return q
-    raise FileNotFoundError("build_dir: could not find the book root (_toc.yml) above " + str(p))
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; otherwise the named device (checked)."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {device!r} requested but CUDA is not available")
-    return dev
-
-
-def git_commit(root: Path) -> str:
-    """The checked-out commit, with ``+dirty`` when tracked files changed; ``unknown`` outside git."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        commit = out.stdout.strip() or "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return commit + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def versions(root: Optional[Path] = None) -> dict[str, str]:
-    from . import __version__
-
-    return {
-        "git_commit": git_commit(root or find_root()),
-        "ebmlib": __version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
+__all__ = ["Run", "style", "load_sidecars"]
 
 
 def style() -> None:
@@ -176,7 +71,7 @@ class Run:
 
     Create it once in a chapter, right after the ``parameters`` cell::
 
-        run = ebmlib.Run("01-energy", profile=profile, seed=seed, device=device,
+        run = ebb.Run("01-energy", profile=profile, seed=seed, device=device,
                          dtype=dtype, params=dict(eps=eps), build_dir=build_dir)
     """
 

@@ -1,4 +1,10 @@
-"""The plain feedforward pass of a layered energy model's weights (PAPER.md §2, §4 caveat).
+"""The feedforward network of a layered energy model's weights (PAPER.md §2, §4 caveat, §8).
+
+Two one-way maps share the weights ``W_k, b_k``:
+
+- :func:`mlp_forward`: the usual multilayer perceptron ``r_k = ρ(b_k + W_kᵀ r_{k−1})``, ``r_0 = x``
+  (what back-propagation means to most readers; :func:`ebmlib.bp_gradient` differentiates it);
+- :func:`feedforward`: the energy model's own dynamics with the top-down terms removed, below.
 
 Remove the top-down terms ``W_{k+1} ρ(h_{k+1})`` from ``R_k``: each layer then relaxes given only the
 layer below, and the network becomes a one-way map computed layer by layer,
@@ -20,11 +26,11 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .checks import check_eps, check_positive_int, check_real
+from .checks import check_eps, check_positive_int, check_real, resolve_clip
 from .dynamics import Relaxation
 from .network import LayeredEBM, State
 
-__all__ = ["feedforward", "layer_drive"]
+__all__ = ["feedforward", "layer_drive", "mlp_forward", "mlp_layers"]
 
 
 def layer_drive(net: LayeredEBM, h: State, k: int) -> Tensor:
@@ -57,10 +63,7 @@ def feedforward(
     if tol <= 0:
         raise ValueError(f"tol: must be > 0, got {tol}")
     check_positive_int("max_steps", max_steps)
-    if clip is None:
-        clip = net.activation.clip_by_default
-    if not isinstance(clip, bool):
-        raise TypeError(f"clip: expected bool or None, got {type(clip).__name__}")
+    clip = resolve_clip(clip, net.activation.clip_by_default)
     act = net.activation
     lo, hi = act.lo, act.hi
     h: State = [x]
@@ -96,3 +99,19 @@ def feedforward(
         worst_steps, worst_res = max(worst_steps, steps), max(worst_res, res)
         h.append(hk)
     return Relaxation(h, worst_steps, worst_res, worst_res <= tol, history)
+
+
+def mlp_layers(net: LayeredEBM, x: Tensor) -> tuple[list, list]:
+    """The multilayer perceptron of ``net``'s weights: pre-activations ``[None, a_1, …]`` and rates
+    ``[x, r_1, …, r_N]``, ``a_k = b_k + W_kᵀ r_{k−1}``, ``r_k = ρ(a_k)``."""
+    x = net.check_input(x)
+    pre, r = [None], [x]
+    for k in range(1, net.N + 1):
+        pre.append(torch.addmm(net.b[k], r[-1], net.W[k]))
+        r.append(net.activation.rho(pre[k]))
+    return pre, r
+
+
+def mlp_forward(net: LayeredEBM, x: Tensor) -> list[Tensor]:
+    """Rates of the multilayer perceptron with the energy model's weights: ``r_k = ρ(r_{k−1} W_k + b_k)``, ``r_0 = x``."""
+    return mlp_layers(net, x)[1]
