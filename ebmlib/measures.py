@@ -27,6 +27,7 @@ __all__ = [
     "grads_flat",
     "grads_cosine",
     "loglog_slope",
+    "log_rate",
     "small_time_exponent",
     "ks_distance",
     "ks_critical",
@@ -169,6 +170,16 @@ def loglog_slope(x: Sequence[float], y: Sequence[float]) -> float:
     if np.ptp(np.log(xa)) == 0.0:
         raise ValueError("x: needs at least two distinct values")
     return float(np.polyfit(np.log(xa), np.log(ya), 1)[0])
+
+
+def log_rate(t: Sequence[float], y: Sequence[float]) -> float:
+    """Least-squares slope of ``log y`` against ``t`` (y ∝ e^{s t} gives s; per step, e^s is the contraction factor)."""
+    ta, ya = np.asarray(t, dtype=float), positive_series("y", y)
+    if ta.shape != ya.shape:
+        raise ValueError(f"t, y: lengths differ, {ta.size} vs {ya.size}")
+    if not np.all(np.isfinite(ta)) or np.ptp(ta) == 0.0:
+        raise ValueError("t: needs at least two distinct finite values")
+    return float(np.polyfit(ta, np.log(ya), 1)[0])
 
 
 def small_time_exponent(t: Sequence[float], y: Sequence[float]) -> float:

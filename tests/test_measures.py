@@ -73,5 +73,6 @@ def test_grads_flat_and_cosine():
 def test_slopes_by_hand():
     x = [1.0, 2.0, 4.0]
     assert eb.loglog_slope(x, [3 * v**2.5 for v in x]) == pytest.approx(2.5, abs=1e-12)
+    assert eb.log_rate([0, 1, 2, 5], [2 * 0.5**v for v in (0, 1, 2, 5)]) == pytest.approx(math.log(0.5), abs=1e-12)
     tt = [0.1, 0.2, 0.3, 0.4]
     assert eb.small_time_exponent(tt, [2 * v**3 * math.exp(0.7 * v) for v in tt]) == pytest.approx(3.0, abs=1e-9)
