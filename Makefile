@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PROFILE ?= book
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: setup book test bench student pdf browser data lint clean distclean
+.PHONY: setup book test check mutate bench student pdf browser data lint clean distclean
 
 setup: $(VENV)/.installed
 
@@ -23,6 +23,17 @@ book: setup $(if $(filter paper,$(PROFILE)),data)  ## execute every chapter (pro
 test: setup browser data  ## library tests, every chapter under smoke, every claim, the strict site build, the browser checks
 	$(PY) -m ruff check ebmlib tests
 	$(PY) -m pytest -q -ra tests
+
+check: setup  ## the edit-test loop: lint and the fast library tests (no chapters, no site), under a minute
+	$(PY) -m ruff check ebmlib tests
+	$(PY) -m pytest -q -m "not slow and not cuda" -p no:cacheprovider tests
+
+# Mutation testing of the science modules (mutmut, pinned in requirements.lock; not part of `make test`).
+# Survivors are killed by a test or listed with the reason they are equivalent in tests/mutants_equivalent.txt.
+mutate: setup  ## mutation testing of dynamics, gradients, response, estimators, learning, measures (long)
+	rm -rf mutants
+	$(PY) -m mutmut run --max-children 2 || true
+	$(PY) -m ebmlib.book.mutation mutants tests/mutants_equivalent.txt
 
 student: setup  ## the student edition (solutions removed) into _build/student; executes missing chapters first
 	$(PY) -m ebmlib student --profile $(PROFILE)
@@ -50,7 +61,7 @@ lint: setup
 	$(PY) -m ruff check ebmlib tests
 
 clean:
-	rm -rf _build
+	rm -rf _build mutants
 
 distclean: clean
 	rm -rf $(VENV)
