@@ -98,7 +98,7 @@ def reach_steps(N: int, schedule: Schedule) -> list:
     first: list = [None] * (N + 1)
     changed: set[int] = set()
     t = 0
-    while len(changed) < N:
+    while len(changed) < N and t < N:  # every sweep reaches at least one more layer
         t += 1
         for group in groups:
             new = {k for k in group if k == N or (k + 1) in changed or (k - 1) in changed}

@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .checks import check_eps, check_positive_int, check_real, resolve_device
+from .checks import check_bool, check_positive_int, check_real, resolve_device
 from .data import Dataset
 from .dynamics import relax
 from .estimators import Estimate, Estimator, Grads, Phases, get_estimator
@@ -68,11 +68,7 @@ class TrainConfig:
             raise ValueError("sizes: need at least two layer sizes (input and output)")
         self.sizes = tuple(check_positive_int(f"sizes[{i}]", n) for i, n in enumerate(self.sizes))
         get_estimator(self.method)
-        check_eps(self.eps)
-        check_positive_int("free_steps", self.free_steps)
-        check_positive_int("nudged_steps", self.nudged_steps)
-        if check_real("beta", self.beta) == 0.0:
-            raise ValueError("beta: must be non-zero")
+        self.phases  # noqa: B018 (validates eps, free_steps, nudged_steps, beta and the flags, once, in Phases)
         if not isinstance(self.lrs, (list, tuple)) or len(self.lrs) != len(self.sizes) - 1:
             raise ValueError(f"lrs: expected one learning rate per layer, {len(self.sizes) - 1} in all")
         self.lrs = tuple(check_real(f"lrs[{i}]", v) for i, v in enumerate(self.lrs))
@@ -83,13 +79,10 @@ class TrainConfig:
         check_positive_int("eval_steps", self.eval_steps)
         if check_real("eval_tol", self.eval_tol) < 0:
             raise ValueError(f"eval_tol: must be >= 0, got {self.eval_tol}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise TypeError(f"seed: expected an integer, got {type(self.seed).__name__}")
+        check_positive_int("seed", self.seed, minimum=0)
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype: expected 'float32' or 'float64', got {self.dtype!r}")
-        for name in ("random_sign", "persistent", "drho", "bp_state_drho"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name}: expected bool, got {type(getattr(self, name)).__name__}")
+        check_bool("persistent", self.persistent)
 
     @property
     def phases(self) -> Phases:
@@ -272,11 +265,11 @@ def train(cfg: TrainConfig, dataset: Dataset, *, progress: bool = True, resume: 
                           train_cost=h["train_cost"], test_error=h["test_error"], wall_s=h["wall_s"])
         start = saved["epoch"]
 
-    bar = None
-    if progress and start < cfg.epochs:
+    bar = None  # pragma: no mutate
+    if progress and start < cfg.epochs:  # pragma: no mutate
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=(cfg.epochs - start) * math.ceil(n / cfg.batch_size), desc=cfg.method, leave=False)
+        bar = tqdm(total=(cfg.epochs - start) * math.ceil(n / cfg.batch_size), desc=cfg.method, leave=False)  # pragma: no mutate
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         order = torch.randperm(n, generator=gen).to(dev)
@@ -292,8 +285,8 @@ def train(cfg: TrainConfig, dataset: Dataset, *, progress: bool = True, resume: 
             y = est.output
             wrong += int((y.argmax(1) != labels[idx]).sum())
             cost_sum += float(0.5 * ((y - d) ** 2).sum())
-            if bar is not None:
-                bar.update(1)
+            if bar is not None:  # pragma: no mutate
+                bar.update(1)  # pragma: no mutate
         wall = time.perf_counter() - t0
         if not all(bool(torch.isfinite(p).all()) for p in net.parameters()):
             raise FloatingPointError(f"train: weights became non-finite in epoch {epoch + 1} "
@@ -305,11 +298,11 @@ def train(cfg: TrainConfig, dataset: Dataset, *, progress: bool = True, resume: 
         history.train_cost.append(cost_sum / n)
         history.test_error.append(test_error)
         history.wall_s.append(wall)
-        if bar is not None:
-            bar.set_postfix(epoch=epoch + 1, train=f"{wrong / n:.3f}", test=f"{test_error:.3f}")
+        if bar is not None:  # pragma: no mutate
+            bar.set_postfix(epoch=epoch + 1, train=f"{wrong / n:.3f}", test=f"{test_error:.3f}")  # pragma: no mutate
         if ckpt is not None:
             atomic_torch_save(ckpt, _state(net, persistent, gen, history, epoch + 1, data_id))
-    if bar is not None:
-        bar.close()
+    if bar is not None:  # pragma: no mutate
+        bar.close()  # pragma: no mutate
     history.net = net
     return history
