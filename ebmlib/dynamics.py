@@ -101,7 +101,8 @@ def reach_steps(N: int, schedule: Schedule) -> list:
     while len(changed) < N and t < N:  # every sweep reaches at least one more layer
         t += 1
         for group in groups:
-            new = {k for k in group if k == N or (k + 1) in changed or (k - 1) in changed}
+            # the nudge enters at the output and can only come from above: k hears k + 1
+            new = {k for k in group if k == N or (k + 1) in changed}
             for k in new - changed:
                 first[k] = t
             changed |= new
@@ -120,11 +121,9 @@ class _Setup:
     generator: Optional[torch.Generator]
     clip: bool
     bounds: Optional[tuple[float, float]]
-    drive: Tensor
     down: list
     groups: list[list[int]]
     symmetric: bool
-    schedule: Schedule
 
 
 def _setup(
@@ -158,16 +157,15 @@ def _setup(
         check_generator("generator", generator, net.device)
     clip = resolve_clip(clip, net.activation.clip_by_default)
     bounds = (net.activation.lo, net.activation.hi) if clip else None
-    return _Setup(eps, beta, target, math.sqrt(2.0 * eps * T), generator if T > 0.0 else None, clip, bounds,
-                  net.input_drive(h[0]), net.top_down(feedback), schedule_groups(net.N, schedule),
-                  feedback is None, schedule)
+    return _Setup(eps, beta, target, math.sqrt(2.0 * eps * T), generator, clip, bounds, net.top_down(feedback),
+                  schedule_groups(net.N, schedule), feedback is None)
 
 
 def _step(net: LayeredEBM, s: _Setup, h: State) -> State:
     """The step of :func:`step` for checked arguments."""
     h = list(h)
     for group in s.groups:
-        f = net._force(h, s.beta, s.target, s.drive, s.down)  # from the current state
+        f = net._force(h, s.beta, s.target, None, s.down)  # from the current state
         for k in group:
             hk = h[k] + s.eps * f[k]
             if s.noise_std > 0.0:
@@ -290,7 +288,7 @@ def relax(
     check_positive_int("check_every", check_every)
     max_abs = _check_max_abs(max_abs)
     s = _setup(net, h, eps=eps, beta=beta, target=target, T=0.0, clip=clip, generator=None,
-               schedule=schedule, feedback=feedback, name="h" if h0 is None else "h0")
+               schedule=schedule, feedback=feedback, name="h0")  # (zeros when h0 is None: always valid)
     if s.symmetric and isinstance(schedule, str) and schedule in _FAST:
         cfg = _loop.configure(net, h, eps=s.eps, beta=s.beta, target=s.target, noise_std=0.0, clip=s.clip,
                               generator=None, max_abs=max_abs, states=3, schedule=schedule)
@@ -322,7 +320,7 @@ def _replay_divergence(net: LayeredEBM, s: _Setup, good: State, t0: int, n: int,
         layer = _bad_layer(h, max_abs)
         if layer is not None:
             raise DivergenceError(t, layer, f"non-finite or |h| > {max_abs:g}")
-    raise DivergenceError(t0 + n, 0, "detected at this check point; the replay did not reproduce it")
+    raise DivergenceError(t0 + n, 0, "the replay did not reproduce it")  # pragma: no mutate (deterministic: unreachable)
 
 
 # ---------------------------------------------------------------- run

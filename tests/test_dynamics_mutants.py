@@ -256,3 +256,93 @@ def test_pinned_units_by_hand():
         net.b[1].copy_(torch.tensor(b, dtype=f64))
         assert eb.pinned_units(net, h)[1].tolist() == [pinned]
         assert eb.pinned_units(net, h, clip=False)[1].tolist() == [[False, False]]
+
+
+# ------------------------------------------------------------------ boundaries and options seen from outside
+def _leak_only(h1_value, n_in=2):
+    """A one-unit network with no drive: the force is −h (sigmoid ρ' is tiny far out, and the drive is zero)."""
+    net = eb.LayeredEBM([n_in, 1], "sigmoid", W=[None, torch.zeros(n_in, 1)], b=[None, torch.zeros(1)])
+    return net, [torch.zeros(1, n_in, dtype=f64), torch.full((1, 1), h1_value, dtype=f64)]
+
+
+def test_a_deterministic_step_draws_no_random_numbers():
+    net, x, d, h = _net()
+    torch.manual_seed(123)
+    want = torch.rand(3)
+    torch.manual_seed(123)
+    eb.step(net, h, eps=0.5)
+    eb.run(net, h, steps=3, eps=0.5, feedback=explicit_w(net))
+    assert torch.equal(torch.rand(3), want)
+
+
+def test_step_and_run_follow_the_feedback_weights():
+    net, x, d, h = _net()
+    B = eb.feedback_weights(net, 0.8, seed=2)
+    one = eb.step(net, h, eps=0.5, feedback=B, beta=0.3, target=d)
+    f = net.force(h, 0.3, d, feedback=B)
+    assert close(one, [h[0]] + [h[k] + 0.5 * f[k] for k in range(1, net.N + 1)], 1e-15)
+    tr = eb.run(net, h, steps=2, eps=0.5, feedback=B)
+    assert close(tr.at(2), eb.step(net, eb.step(net, h, eps=0.5, feedback=B), eps=0.5, feedback=B), 1e-15)
+    assert not close(one, eb.step(net, h, eps=0.5, beta=0.3, target=d), 1e-6)
+
+
+@pytest.mark.parametrize("schedule", ["top_down", "odd_even", "even_odd", "bottom_up"])
+def test_run_under_a_schedule_is_repeated_steps(schedule):
+    net, x, d, h = _net()
+    tr = eb.run(net, h, steps=3, eps=0.5, schedule=schedule)
+    cur = h
+    for t in range(1, 4):
+        cur = eb.step(net, cur, eps=0.5, schedule=schedule)
+        assert close(tr.at(t), cur, 1e-14)
+    assert not close(tr.at(3), eb.run(net, h, steps=3, eps=0.5).at(3), 1e-8)
+    r = eb.relax(net, x, h, eps=0.5, tol=0.0, max_steps=3, schedule=schedule)
+    assert close(r.h, cur, 1e-14)
+
+
+def test_max_abs_is_inclusive_and_any_positive_bound_is_allowed():
+    net, h0 = _leak_only(2.0)  # one step of ε = 0.5 lands exactly on 1.0
+    for fb in (None, [None, None]):
+        assert eb.run(net, h0, steps=1, eps=0.5, max_abs=1.0, check_every=1, feedback=fb).steps == 1
+        assert eb.relax(net, h0[0], h0, eps=0.5, tol=0.0, max_steps=1, max_abs=1.0, feedback=fb).steps == 1
+        with pytest.raises(eb.DivergenceError, match="step 1"):
+            eb.run(net, h0, steps=1, eps=0.5, max_abs=0.999, check_every=1, feedback=fb)
+    # the default bound of relax is 1e6: 2.000001e6 → 1.0000005e6 after one step is beyond it
+    net, h0 = _leak_only(2.000001e6)
+    for fb in (None, [None, None]):
+        with pytest.raises(eb.DivergenceError, match="step 1"):
+            eb.relax(net, h0[0], h0, eps=0.5, max_steps=1, check_every=1, feedback=fb)
+
+
+def test_relax_clip_keeps_states_in_range_on_both_paths():
+    net = random_net([4, 5, 3], "sigmoid", seed=12, gain=6.0, bias_std=6.0)
+    x, d, h = random_batch(net, B=3, seed=3)
+    free = eb.relax(net, x, eps=0.5, tol=1e-9, max_steps=5000)
+    assert min(float(t.min()) for t in free.h[1:]) < -0.05  # without the clip some unit sits below 0
+    for fb in (None, explicit_w(net)):
+        r = eb.relax(net, x, eps=0.5, tol=1e-9, max_steps=5000, clip=True, feedback=fb)
+        assert all(float(t.min()) >= 0.0 and float(t.max()) <= 1.0 for t in r.h[1:])
+
+
+def test_an_exact_fixed_point_converges_at_tol_zero():
+    net, h0 = _leak_only(0.0)
+    for fb in (None, [None, None]):
+        r = eb.relax(net, h0[0], eps=0.5, tol=0.0, check_every=4, feedback=fb)
+        assert r.converged and r.steps == 4 and r.residual == 0.0
+
+
+@pytest.mark.parametrize("feedback", [False, True])
+def test_divergence_at_the_end_of_a_check_interval_is_located(feedback):
+    net, x, d = _blowing_up()
+    kw = dict(eps=1.0, beta=1e4, target=d * 0 + 5, check_every=2, feedback=explicit_w(net) if feedback else None)
+    with pytest.raises(eb.DivergenceError) as e:
+        eb.relax(net, x, max_steps=50, **kw)
+    assert (e.value.step, e.value.layer) == (2, net.N)
+
+
+@pytest.mark.parametrize("feedback", [False, True])
+def test_divergence_at_the_last_step_of_a_short_run_is_caught(feedback):
+    net, x, d = _blowing_up()
+    with pytest.raises(eb.DivergenceError) as e:  # 2 steps, checks every 10: the final check must run
+        eb.run(net, net.init_state(x), steps=2, eps=1.0, beta=1e4, target=d * 0 + 5, check_every=10,
+               feedback=explicit_w(net) if feedback else None)
+    assert (e.value.step, e.value.layer) == (2, net.N)
