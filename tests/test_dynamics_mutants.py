@@ -346,3 +346,9 @@ def test_divergence_at_the_last_step_of_a_short_run_is_caught(feedback):
         eb.run(net, net.init_state(x), steps=2, eps=1.0, beta=1e4, target=d * 0 + 5, check_every=10,
                feedback=explicit_w(net) if feedback else None)
     assert (e.value.step, e.value.layer) == (2, net.N)
+
+
+def test_relax_stops_at_its_default_cap_of_100000_steps():
+    net, h0 = _leak_only(0.5, n_in=1)
+    r = eb.relax(net, h0[0], eps=0.5, tol=-1.0, check_every=50_000)  # tol < 0: never converges; fused loop
+    assert r.steps == 100_000 and not r.converged
