@@ -14,8 +14,26 @@ ROOT = Path(__file__).resolve().parents[1]
 f64 = torch.float64
 
 
-def random_net(sizes, activation="sigmoid", seed=0, gain=2.0, bias_std=0.5, dtype=f64, device="cpu"):
-    return eb.LayeredEBM(sizes, activation, seed=seed, gain=gain, bias_std=bias_std, dtype=dtype, device=device)
+def random_net(sizes, activation="sigmoid", seed=0, gain=2.0, bias_std=0.5, dtype=f64, device="cpu", bias_mean=0.0):
+    return eb.LayeredEBM(sizes, activation, seed=seed, gain=gain, bias_std=bias_std, bias_mean=bias_mean, dtype=dtype,
+                         device=device)
+
+
+def hard_sigmoid_fixed_point(eps):
+    """A hard-sigmoid network (clips by default) at an exact fixed point with pinned units: (net, x, d, h*)."""
+    net = random_net([5, 7, 6, 4], "hard_sigmoid", seed=2, gain=0.5, bias_std=0.1, bias_mean=0.5)
+    x, d, _ = random_batch(net, B=4, seed=5)
+    r = eb.relax(net, x, eps=eps, tol=0.0, max_steps=5000, check_every=1)
+    assert r.converged
+    return net, x, d, r.h
+
+
+def assert_raises_exactly(call, exc, msg):
+    """``call()`` raises exactly ``exc`` (not a subclass) with exactly the message ``msg``."""
+    with pytest.raises(exc) as info:
+        call()
+    assert type(info.value) is exc
+    assert str(info.value) == msg
 
 
 def random_batch(net, B=4, seed=0):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import random_batch, random_net
+from conftest import assert_raises_exactly, random_batch, random_net
 
 import ebmlib as eb
 
@@ -35,10 +35,7 @@ ERRORS = [
 
 @pytest.mark.parametrize("call, exc, msg", ERRORS, ids=[m for _, _, m in ERRORS])
 def test_error_messages_in_full(call, exc, msg):
-    with pytest.raises(exc) as info:
-        call()
-    assert type(info.value) is exc
-    assert str(info.value) == msg
+    assert_raises_exactly(call, exc, msg)
 
 
 def test_autograd_force_defaults_to_the_free_force():

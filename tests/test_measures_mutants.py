@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import assert_raises_exactly
 
 import ebmlib as eb
 from ebmlib.langevin import Density1D
@@ -112,10 +113,7 @@ ERRORS = [
 
 @pytest.mark.parametrize("call, exc, msg", ERRORS, ids=[m for _, _, m in ERRORS])
 def test_error_messages_in_full(call, exc, msg):
-    with pytest.raises(exc) as info:
-        call()
-    assert type(info.value) is exc
-    assert str(info.value) == msg
+    assert_raises_exactly(call, exc, msg)
 
 
 def test_trajectory_metric_per_unit_and_small_energies():

@@ -5,7 +5,7 @@ import re
 
 import pytest
 import torch
-from conftest import random_batch, random_net
+from conftest import hard_sigmoid_fixed_point, random_batch, random_net
 
 import ebmlib as eb
 from ebmlib.response import FirstArrival
@@ -26,12 +26,7 @@ def sig():
 @pytest.fixture(scope="module")
 def hard():
     """Hard sigmoid (clips by default) at a fixed point with pinned units."""
-    base = random_net([5, 7, 6, 4], "hard_sigmoid", seed=2, gain=0.5, bias_std=0.1)
-    net = eb.LayeredEBM(base.sizes, "hard_sigmoid", W=base.W, b=[None] + [b + 0.5 for b in base.b[1:]])
-    x, d, _ = random_batch(net, B=4, seed=5)
-    r = eb.relax(net, x, eps=EPS, tol=0.0, max_steps=5000, check_every=1)
-    assert r.converged
-    return net, x, d, r.h
+    return hard_sigmoid_fixed_point(EPS)
 
 
 def _ref(net, h_star, *, steps, eps, beta=0.0, target=None, start=None, clip=None, feedback=None):
