@@ -254,7 +254,7 @@ class Phases:
 
     ``free_steps`` Euler steps of the free phase from ``h0`` (persistent states) or zeros,
     ``nudged_steps`` of each nudged phase; ``random_sign``: the sign of β drawn per minibatch by
-    the one-sided estimators; ``drho`` for the first-arrival rule; ``bp_state_drho`` for ``bp``.
+    the one-sided estimators, from the caller's generator; ``drho`` for the first-arrival rule; ``bp_state_drho`` for ``bp``.
     """
 
     eps: float = 0.5
@@ -319,7 +319,7 @@ class Estimator:
             raise TypeError(f"generator: expected torch.Generator, got {type(generator).__name__}")
         x = net.check_input(x)
         target = net.check_target(target, x.shape[0])
-        return self.estimate(net, x, target, h0, phases, generator or torch.Generator().manual_seed(0))
+        return self.estimate(net, x, target, h0, phases, generator)
 
 
 ESTIMATORS: dict[str, Estimator] = {}
@@ -356,11 +356,14 @@ def _nudged(net: LayeredEBM, x: Tensor, free: State, beta: float, target: Tensor
                  check_every=ph.nudged_steps, clip=ph.clip).h
 
 
-def _signed_beta(ph: Phases, gen: torch.Generator) -> float:
+def _signed_beta(ph: Phases, gen: Optional[torch.Generator]) -> float:
     """β, with a random sign drawn from ``gen`` when ``random_sign`` (one draw per minibatch)."""
-    if ph.random_sign:
-        return ph.beta if bool(torch.randint(0, 2, (1,), generator=gen)) else -ph.beta
-    return ph.beta
+    if not ph.random_sign:
+        return ph.beta
+    if gen is None:
+        raise ValueError("generator: an explicit torch.Generator is required to draw the sign of beta "
+                         "(random_sign=True; seeds are parameters)")
+    return ph.beta if bool(torch.randint(0, 2, (1,), generator=gen)) else -ph.beta
 
 
 @register("bp", free_phase=False)

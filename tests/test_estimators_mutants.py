@@ -227,16 +227,23 @@ def test_estimator_call_checks_its_arguments():
         est(net, x, d[:1])
 
 
-def test_no_generator_means_a_generator_seeded_0():
+def test_a_random_sign_needs_an_explicit_generator():
     net = random_net([4, 5, 3], "sigmoid", seed=8, gain=1.0)
     x, d, _ = random_batch(net, B=3, seed=6)
     ph = eb.Phases(beta=0.5, random_sign=True, free_steps=3, nudged_steps=2)
-    est = eb.ESTIMATORS["ep"]
-    default = est(net, x, d, phases=ph).grads
-    seeded = {s: est(net, x, d, phases=ph, generator=torch.Generator().manual_seed(s)).grads for s in (0, 1)}
-    _grads_close(default, seeded[0])
-    # seeds 0 and 1 draw opposite signs: the comparison above can tell them apart
+    for name in ("ep", "first_arrival", "plasticity_tied"):
+        with pytest.raises(ValueError, match=_msg("generator: an explicit torch.Generator is required to draw the "
+                                                  "sign of beta (random_sign=True; seeds are parameters)")):
+            eb.ESTIMATORS[name](net, x, d, phases=ph)
+    # estimators that draw no sign need none, and a fixed sign needs none
+    eb.ESTIMATORS["ep_symmetric"](net, x, d, phases=ph)
+    fixed = eb.ESTIMATORS["ep"](net, x, d, phases=eb.Phases(beta=0.5, random_sign=False, free_steps=3,
+                                                             nudged_steps=2)).grads
+    seeded = {s: eb.ESTIMATORS["ep"](net, x, d, phases=ph, generator=torch.Generator().manual_seed(s)).grads
+              for s in (0, 1)}
+    # seeds 0 and 1 draw opposite signs; one of them is the fixed +β
     assert not torch.allclose(seeded[0][1][0], seeded[1][1][0], atol=1e-8)
+    assert any(torch.allclose(seeded[s][1][0], fixed[1][0], atol=1e-14, rtol=0) for s in (0, 1))
 
 
 def test_random_sign_is_a_fair_coin():
