@@ -15,12 +15,13 @@ feedback weights), ``dynamics`` (the step, relax, run, schedules; the fast loop 
 free: first arrival, trajectories, noise), ``estimators`` (every weight update behind one
 interface), ``measures`` (cosines, slopes, SNR, distances), ``langevin`` (stationary density,
 chains, noise covariance), ``oneway`` (the one-way, feedforward networks of the same weights),
-``problems`` (the standard setup), ``learning`` (the trainer), ``data``, ``io``, ``checks``.
+``problems`` (the standard setup), ``comparison`` (the four error signals side by side), ``learning`` (the trainer), ``data``, ``io``, ``checks``.
 """
 
 from . import (
     activations,
     checks,
+    comparison,
     data,
     dynamics,
     estimators,
@@ -37,6 +38,7 @@ from . import (
 from ._version import __version__
 from .activations import *  # noqa: F403
 from .checks import *  # noqa: F403
+from .comparison import *  # noqa: F403
 from .data import *  # noqa: F403
 from .dynamics import *  # noqa: F403
 from .estimators import *  # noqa: F403
@@ -50,4 +52,4 @@ from .oneway import *  # noqa: F403
 from .problems import *  # noqa: F403
 from .response import *  # noqa: F403
 
-__all__ = ["__version__"] + [name for m in (activations, checks, network, dynamics, gradients, response, estimators, measures, langevin, oneway, problems, learning, data, io) for name in m.__all__]
+__all__ = ["__version__"] + [name for m in (activations, checks, comparison, network, dynamics, gradients, response, estimators, measures, langevin, oneway, problems, learning, data, io) for name in m.__all__]

@@ -381,17 +381,18 @@ def _check_recorded(rec: list, t0: int, t1: int, max_abs: float) -> None:
 
 
 # ---------------------------------------------------------------- clipped units
-def pinned_units(net: LayeredEBM, h: State, clip: Optional[bool] = None) -> list:
+def pinned_units(net: LayeredEBM, h: State, clip: Optional[bool] = None, feedback: Optional[Feedback] = None) -> list:
     """Units held at a clip boundary: per layer a bool tensor (index 0 is None).
 
     With clipping (the hard sigmoid's default), a unit at the lower bound whose force is
     negative, or at the upper bound whose force is positive, is put back on the bound by every
     step: a small push does not move it, although ρ' (inclusive at the bounds, like autograd of
-    ``clamp``) is 1 there. Without clipping no unit is pinned.
+    ``clamp``) is 1 there. Without clipping no unit is pinned. ``feedback``: the force through
+    top-down weights ``B`` (:meth:`LayeredEBM.force`).
     """
     net.check_state(h, "h")
     clip = resolve_clip(clip, net.activation.clip_by_default)
-    f = net.force(h)
+    f = net.force(h, feedback=feedback)
     lo, hi = net.activation.lo, net.activation.hi
     out: list = [None]
     for k in range(1, net.N + 1):

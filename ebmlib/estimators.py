@@ -14,7 +14,7 @@ layer, ``grads[k] = (∂J/∂W_k, ∂J/∂b_k)`` (index 0 None) — so that lear
 - :func:`plasticity_gradient`: rate-based STDP-like rules integrated over a recorded nudged
   trajectory (Bengio et al.; Xie & Seung; tied), minus the same rule on a free trajectory.
 - :func:`ep_param_steps`: EP's update per step of the nudged phase (to compare with BPTT's).
-- :func:`first_arrival_gradient`: the paired-run first-arrival rule, ĝ_k = −δ_k(m+1)/(β ε^{m+1}).
+- :func:`first_arrival_gradient`: the first-arrival rule, ĝ_k = −δ_k(m+1)/(β ε^{m+1}), paired or from one trajectory.
 - :func:`bp_gradient`: back-propagation of the feedforward network of the same weights.
 
 **The interface the trainer uses**: an :class:`Estimator`, registered by name in
@@ -206,19 +206,28 @@ def ep_param_steps(net: LayeredEBM, nudged: Trajectory, beta: float, free: Optio
 
 def first_arrival_gradient(
     net: LayeredEBM, h_free: State, target: Tensor, *, eps: float, beta: float, drho: bool = True,
-    clip: Optional[bool] = None,
+    clip: Optional[bool] = None, paired: bool = True,
 ) -> Grads:
-    """∂J/∂θ from the first arrival of a paired run (PAPER.md §4 (b)): a construction with two networks.
+    """∂J/∂θ from the first arrival of the nudge at each layer (PAPER.md §4 (b)).
 
-    ``ĝ_k = −δ_k(m+1) / (β ε^{m+1})`` with δ the nudged-minus-free difference from ``h_free``
-    (:func:`ebmlib.nudge_response`); ``∂J/∂W_k ≈ ρ(h_{k−1})ᵀ(ρ'(h_k) ⊙ ĝ_k)/B`` (without ``ρ'(h_k)``
-    when ``drho`` is False: the plain Bengio et al. rule), ``∂J/∂b_k ≈ mean(ρ'(h_k) ⊙ ĝ_k)``.
+    ``paired`` (a construction with two networks): ``ĝ_k = −δ_k(m+1) / (β ε^{m+1})``, m = N − k, with
+    δ the nudged-minus-free difference from ``h_free`` (:func:`ebmlib.nudge_response`). Not
+    ``paired`` (what one synapse sees): the raw temporal change of the one nudged trajectory,
+    ``ĝ_k = −(h^β_k(m+1) − h^β_k(m)) / (β ε^{m+1})``; it equals the paired estimate plus the free
+    drift ``h_k(m+1) − h_k(m)`` of an unconverged ``h_free``, divided by ``β ε^{m+1}``.
+    ``∂J/∂W_k ≈ ρ(h_{k−1})ᵀ(ρ'(h_k) ⊙ ĝ_k)/B`` (without ``ρ'(h_k)`` when ``drho`` is False: the plain
+    Bengio et al. rule), ``∂J/∂b_k ≈ mean(ρ'(h_k) ⊙ ĝ_k)``.
     """
     eps = check_eps(eps)
     beta = check_nonzero_beta(beta)
     check_bool("drho", drho)
+    check_bool("paired", paired)
     N = net.N
-    delta = nudge_response(net, h_free, steps=N + 1, eps=eps, beta=beta, target=target, clip=clip)
+    if paired:
+        delta = nudge_response(net, h_free, steps=N + 1, eps=eps, beta=beta, target=target, clip=clip)
+    else:
+        h = run(net, h_free, steps=N + 1, eps=eps, beta=beta, target=target, clip=clip).h
+        delta = [None] + [torch.cat([torch.zeros_like(h[k][:1]), h[k][1:] - h[k][:-1]]) for k in range(1, N + 1)]
     e: list = [None]
     for k in range(1, N + 1):
         g_hat = -delta[k][N - k + 1] / (beta * eps ** (N - k + 1))
@@ -255,6 +264,9 @@ class Phases:
     ``free_steps`` Euler steps of the free phase from ``h0`` (persistent states) or zeros,
     ``nudged_steps`` of each nudged phase; ``random_sign``: the sign of β drawn per minibatch by
     the one-sided estimators, from the caller's generator; ``drho`` for the first-arrival rule; ``bp_state_drho`` for ``bp``.
+    ``paired``: the temporal-derivative rules (first arrival, plasticity) read the nudged run minus a
+    paired free run from the same state (a construction with two networks); False: the raw temporal
+    change of the one nudged trajectory, what a synapse sees.
     """
 
     eps: float = 0.5
@@ -265,13 +277,14 @@ class Phases:
     drho: bool = True
     bp_state_drho: bool = True
     clip: Optional[bool] = None
+    paired: bool = True
 
     def __post_init__(self) -> None:
         check_eps(self.eps)
         check_positive_int("free_steps", self.free_steps)
         check_positive_int("nudged_steps", self.nudged_steps)
         check_nonzero_beta(self.beta)
-        for name in ("random_sign", "drho", "bp_state_drho"):
+        for name in ("random_sign", "drho", "bp_state_drho", "paired"):
             check_bool(name, getattr(self, name))
         if self.clip is not None:
             check_bool("clip", self.clip)
@@ -393,10 +406,11 @@ def _ep_symmetric(net, x, target, h0, ph, gen) -> Estimate:
 
 @register("first_arrival")
 def _first_arrival(net, x, target, h0, ph, gen) -> Estimate:
-    """Paired-run first-arrival rule: nudged minus free run from the free state, read at step m + 1."""
+    """First-arrival rule, read at step m + 1: nudged minus paired free run (``paired``) or the raw temporal change."""
     beta = _signed_beta(ph, gen)
     free = _free(net, x, h0, ph)
-    grads = first_arrival_gradient(net, free, target, eps=ph.eps, beta=beta, drho=ph.drho, clip=ph.clip)
+    grads = first_arrival_gradient(net, free, target, eps=ph.eps, beta=beta, drho=ph.drho, clip=ph.clip,
+                                   paired=ph.paired)
     return Estimate(grads, free[net.N], free)
 
 
@@ -406,10 +420,11 @@ def _plasticity(rule: str) -> Callable[..., Estimate]:
         free = _free(net, x, h0, ph)
         kw = dict(steps=ph.nudged_steps, eps=ph.eps, clip=ph.clip)
         nudged = run(net, free, beta=beta, target=target, **kw)
-        still = run(net, free, **kw)
+        still = run(net, free, **kw) if ph.paired else None
         return Estimate(plasticity_gradient(net, nudged, beta, rule, free=still), free[net.N], free)
 
-    estimate.__doc__ = f"The {rule} plasticity rule over the nudged phase, minus the same rule on a paired free run."
+    estimate.__doc__ = (f"The {rule} plasticity rule over the nudged phase, minus the same rule on a paired free run "
+                        "(``paired``; otherwise the one nudged trajectory alone).")
     return estimate
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "hvp",
     "hessian",
     "implicit_gradient",
+    "force_jacobian",
     "adjoint",
     "bptt",
     "bptt_param_steps",
@@ -102,7 +103,8 @@ def chain_gradient(
     down = net.top_down(feedback)
     keep = None
     if mask == "pinned":
-        keep = [None] + [~p for p in pinned_units(net, h_star, resolve_clip(clip, net.activation.clip_by_default))[1:]]
+        clip = resolve_clip(clip, net.activation.clip_by_default)
+        keep = [None] + [~p for p in pinned_units(net, h_star, clip, feedback)[1:]]
     N = net.N
     drho = [None] + [net.activation.drho(h_star[k]) for k in range(1, N + 1)]
     g: list = [None] * (N + 1)
@@ -141,15 +143,56 @@ def hessian(net: LayeredEBM, h: State, beta: float = 0.0, target: Optional[Tenso
     return H
 
 
-def implicit_gradient(net: LayeredEBM, h_star: State, target: Tensor) -> list:
-    """The fixed point's linear response ``−H⁻¹ ∂C/∂h`` (PAPER.md §5, late time).
+def force_jacobian(net: LayeredEBM, h: State, *, feedback: Optional[Feedback] = None) -> Tensor:
+    """Dense Jacobian ``J = ∂f/∂h`` of the closed-form force per sample, shape ``(B, n, n)``.
 
-    This is ``lim_{β→0} (h^β_* − h*)/β``, the recurrent back-propagation of
-    Almeida–Pineda, to compare with the chain gradient ``−g_k``.
+    ``J = −H`` when ``feedback`` is None (an energy's Hessian); with top-down ``feedback`` the
+    vector field's Jacobian, not symmetric in general. Built row by row from vector–Jacobian
+    products (small networks).
     """
+    net.check_state(h)
+    B, n = h[0].shape[0], sum(net.sizes[1:])
+    hs = _leaf_state(h)
+    f = torch.cat(net.force(hs, feedback=feedback)[1:], dim=-1)  # (B, n)
+    J = torch.empty(B, n, n, dtype=net.dtype, device=net.device)
+    eye = torch.eye(n, dtype=net.dtype, device=net.device)
+    for i in range(n):
+        rows = torch.autograd.grad(f, hs[1:], grad_outputs=eye[i].expand(B, n), retain_graph=True)
+        J[:, i, :] = torch.cat(rows, dim=-1)
+    return J
+
+
+def implicit_gradient(
+    net: LayeredEBM,
+    h_star: State,
+    target: Tensor,
+    *,
+    feedback: Optional[Feedback] = None,
+    mask: Optional[str] = None,
+    clip: Optional[bool] = None,
+) -> list:
+    """The fixed point's linear response ``u = dh*/dβ = −H⁻¹ ∂C/∂h`` (PAPER.md §5, late time).
+
+    This is ``lim_{β→0} (h^β_* − h*)/β``, the recurrent back-propagation of Almeida–Pineda, to
+    compare with the chain gradient ``−g_k``. With ``feedback``: ``u = J⁻¹ ∂C/∂h`` with ``J`` the
+    force's Jacobian (:func:`force_jacobian`), from ``f(h) + β(d − y) = 0``. ``mask="pinned"``: the
+    units the clipped dynamics hold on a bound (:func:`ebmlib.pinned_units`) do not move; the system
+    is solved on the others (the response of the clipped dynamics).
+    """
+    net.check_state(h_star, "h_star")
+    target = net.check_target(target, h_star[0].shape[0])
+    if mask not in (None, "pinned"):
+        raise ValueError(f"mask: expected None or 'pinned', got {mask!r}")
     c = flatten(cost_gradient(net, h_star, target))
-    H = hessian(net, h_star)
-    u = -torch.linalg.solve(H, c.unsqueeze(-1)).squeeze(-1)
+    A = -hessian(net, h_star) if feedback is None else force_jacobian(net, h_star, feedback=feedback)
+    if mask == "pinned":
+        pinned = flatten(pinned_units(net, h_star, resolve_clip(clip, net.activation.clip_by_default), feedback))
+        eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
+        free = (~pinned).to(A.dtype)
+        # pinned rows become identity rows and their right-hand side 0: u = 0 there
+        A = free.unsqueeze(-1) * A * free.unsqueeze(-2) + (1 - free).unsqueeze(-1) * eye
+        c = c * free
+    u = torch.linalg.solve(A, c.unsqueeze(-1)).squeeze(-1)
     return unflatten(net, u)
 
 

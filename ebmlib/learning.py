@@ -56,6 +56,7 @@ class TrainConfig:
     persistent: bool = True
     drho: bool = True
     bp_state_drho: bool = True
+    paired: bool = True
     eval_steps: int = 200
     eval_tol: float = 1e-4
     seed: int = 0
@@ -88,7 +89,7 @@ class TrainConfig:
     def phases(self) -> Phases:
         """The estimator's phase settings."""
         return Phases(self.eps, self.free_steps, self.nudged_steps, self.beta, self.random_sign, self.drho,
-                      self.bp_state_drho)
+                      self.bp_state_drho, paired=self.paired)
 
     @property
     def estimator(self) -> Estimator:

@@ -21,7 +21,7 @@ from torch import Tensor
 from .activations import Activation, get_activation
 from .checks import check_positive_int, check_real, check_tensor
 
-__all__ = ["LayeredEBM", "State", "Feedback", "feedback_weights"]
+__all__ = ["LayeredEBM", "State", "Feedback", "feedback_weights", "gamma_feedback"]
 
 State = list  # list[Tensor]: h[0] = x, h[1..N]
 Feedback = list  # [None, None, B_2, …, B_N]: top-down weights (layer k hears layer k+1 through B_{k+1})
@@ -264,6 +264,18 @@ class LayeredEBM:
 
         return atomic_savez(path, **self.state_dict(), **extra)
 
+    @classmethod
+    def load_npz(cls, path: str | Path, dtype: torch.dtype = torch.float64, device: str = "cpu") -> LayeredEBM:
+        """The network written by :meth:`save_npz` (extra arrays are ignored)."""
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"path: no saved network at {path}")
+        with np.load(path, allow_pickle=False) as d:
+            missing = [k for k in ("sizes", "activation", "W1", "b1") if k not in d.files]
+            if missing:
+                raise ValueError(f"path: {path} is not a saved network (missing {missing})")
+            return cls.from_state_dict({k: d[k] for k in d.files}, dtype=dtype, device=device)
+
 
 def feedback_weights(net: LayeredEBM, a: float, *, seed: int) -> Feedback:
     """Top-down weights with asymmetry ``a``: ``B_k = ‖W_k‖ M_k / ‖M_k‖``, ``M_k = (1 − a) W_k + a Q_k``.
@@ -288,3 +300,18 @@ def feedback_weights(net: LayeredEBM, a: float, *, seed: int) -> Feedback:
         M = (1.0 - a) * W + a * Q
         B.append(M * (nW / M.norm()) if float(M.norm()) > 0.0 else M)
     return B
+
+
+def gamma_feedback(net: LayeredEBM, gamma: float) -> Feedback:
+    """Xie & Seung's (2003) γ-scaled feedback: top-down weights ``B_k = γ W_k``.
+
+    Layer k then hears layer k+1 through ``γ W_{k+1}``. The dynamics stay a gradient system: they
+    descend ``E_γ = Σ_k γ^k [½‖h_k‖² − ρ(h_k)·(b_k + W_kᵀ ρ(h_{k−1}))]`` in the metric
+    ``diag(γ^{−k})``, so fixed points are minima of an energy. As γ → 0 the fixed point tends to the
+    feedforward pass (error O(γ)) and the response of layer k to a nudge of the output scales as
+    ``γ^{N−k}`` times the feedforward network's back-propagated error. ``γ = 1`` is the book's model.
+    """
+    gamma = check_real("gamma", gamma)
+    if not gamma > 0.0:
+        raise ValueError(f"gamma: the feedback scale must be > 0, got {gamma}")
+    return [None, None] + [gamma * net.W[k] for k in range(2, net.N + 1)]

@@ -26,11 +26,11 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .checks import check_eps, check_positive_int, check_real, resolve_clip
+from .checks import check_bool, check_eps, check_positive_int, check_real, resolve_clip
 from .dynamics import Relaxation
 from .network import LayeredEBM, State
 
-__all__ = ["feedforward", "layer_drive", "mlp_forward", "mlp_layers"]
+__all__ = ["feedforward", "layer_drive", "mlp_backprop", "mlp_forward", "mlp_layers"]
 
 
 def layer_drive(net: LayeredEBM, h: State, k: int) -> Tensor:
@@ -115,3 +115,25 @@ def mlp_layers(net: LayeredEBM, x: Tensor) -> tuple[list, list]:
 def mlp_forward(net: LayeredEBM, x: Tensor) -> list[Tensor]:
     """Rates of the multilayer perceptron with the energy model's weights: ``r_k = ρ(r_{k−1} W_k + b_k)``, ``r_0 = x``."""
     return mlp_layers(net, x)[1]
+
+
+def mlp_backprop(net: LayeredEBM, x: Tensor, target: Tensor, *, state_drho: bool = False) -> list:
+    """Back-propagation of the multilayer perceptron at its own forward pass: the errors ``δ_k = ∂C/∂a_k``.
+
+    With ``C = ½‖r_N − d‖²``: ``δ_N = ρ'(a_N) ⊙ (r_N − d)``, ``δ_k = ρ'(a_k) ⊙ (W_{k+1} δ_{k+1})``, ρ' at
+    the perceptron's pre-activations ``a_k`` (zero on saturated units: the true gradient), so that
+    ``∂C/∂W_k = r_{k−1}ᵀ δ_k``. The same recursion as :func:`ebmlib.chain_gradient` with ρ' taken at
+    the perceptron's pass instead of the fixed point. ``state_drho``: ρ' at the rates ``r_k``
+    instead (the straight-through choice of :func:`ebmlib.bp_gradient` for the hard sigmoid).
+    Returns ``[None, δ_1, …, δ_N]``, batch-first.
+    """
+    x = net.check_input(x)
+    target = net.check_target(target, x.shape[0])
+    check_bool("state_drho", state_drho)
+    pre, r = mlp_layers(net, x)
+    act = net.activation
+    delta: list = [None] * (net.N + 1)
+    for k in range(net.N, 0, -1):
+        back = r[k] - target if k == net.N else delta[k + 1] @ net.W[k + 1].T
+        delta[k] = act.drho(r[k] if state_drho else pre[k]) * back
+    return delta

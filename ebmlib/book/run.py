@@ -118,6 +118,16 @@ class Run:
         """A path for an extra output of this chapter (beside its figures)."""
         return self.fig_dir / name
 
+    def input_path(self, chapter: str, name: str) -> Path:
+        """An output ``name`` of an earlier ``chapter`` in the same build folder (chapters run in
+        table-of-contents order); a clear :class:`FileNotFoundError` naming the command when missing."""
+        p = self.build_dir / "figures" / chapter / name
+        if not p.exists():
+            raise FileNotFoundError(
+                f"name: {p} does not exist; execute chapter {chapter} first, with the same profile and build "
+                f"folder: python -m ebmlib run {chapter} --profile {self.profile}")
+        return p
+
     def glue(self, name: str, value: Any) -> None:
         """Glue a number (or figure) for the prose: ``{glue:text}`name:.3g```.
 
