@@ -12,7 +12,8 @@ layer, ``grads[k] = (∂J/∂W_k, ∂J/∂b_k)`` (index 0 None) — so that lear
 - :func:`implicit_param_gradient`: the exact gradient through the fixed point (autograd reference).
 - :func:`chain_param_gradient`: through the chain of one-way maps, ρ(h_{k−1})ᵀ(ρ'(h_k) ⊙ g_k).
 - :func:`plasticity_gradient`: rate-based STDP-like rules integrated over a recorded nudged
-  trajectory (Bengio et al.; Xie & Seung; tied), minus the same rule on a free trajectory.
+  trajectory (the state form ρ(pre)·u̇; the firing-rate form ρ(pre)·dρ(post)/dt of Xie & Seung 2000;
+  tied), minus the same rule on a paired free trajectory or, not paired, on one trajectory alone.
 - :func:`ep_param_steps`: EP's update per step of the nudged phase (to compare with BPTT's).
 - :func:`first_arrival_gradient`: the first-arrival rule, ĝ_k = −δ_k(m+1)/(β ε^{m+1}), paired or from one trajectory.
 - :func:`bp_gradient`: back-propagation of the feedforward network of the same weights.
@@ -135,8 +136,10 @@ def plasticity_gradient(
 ) -> Grads:
     """A rate-based STDP-like rule integrated over steps t0 … t1 of a nudged trajectory.
 
-    ``bengio``:    ΔW_k ∝ Σ_t ρ(h_{k−1}(t)) (h_k(t+1) − h_k(t))ᵀ
-    ``xie_seung``: ΔW_k ∝ Σ_t ρ(h_{k−1}(t)) (ρ(h_k(t+1)) − ρ(h_k(t)))ᵀ
+    ``bengio``:    ΔW_k ∝ Σ_t ρ(h_{k−1}(t)) (h_k(t+1) − h_k(t))ᵀ, the state form ρ(pre)·u̇ (Equilibrium
+                   Propagation's paraphrase; Bengio et al. 2017 state the rule with the firing rate)
+    ``xie_seung``: ΔW_k ∝ Σ_t ρ(h_{k−1}(t)) (ρ(h_k(t+1)) − ρ(h_k(t)))ᵀ, the firing-rate form
+                   ρ(pre)·dρ(post)/dt (Xie & Seung 2000); dρ(u)/dt = ρ'(u) u̇ is the difference
     ``tied``:      ΔW_k ∝ Σ_t d/dt[ρ(h_{k−1})ρ(h_k)ᵀ] = ρρᵀ(t1) − ρρᵀ(t0), the EP update.
     The result is scaled by −1/β (a gradient of J, like ``ep_gradient``) and, when ``free`` is
     given, the same rule on the free trajectory is subtracted.
