@@ -216,7 +216,7 @@ def first_arrival_gradient(
     ``paired`` (a construction with two networks): ``ĝ_k = −δ_k(m+1) / (β ε^{m+1})``, m = N − k, with
     δ the nudged-minus-free difference from ``h_free`` (:func:`ebmlib.nudge_response`). Not
     ``paired`` (what one synapse sees): the raw temporal change of the one nudged trajectory,
-    ``ĝ_k = −(h^β_k(m+1) − h^β_k(m)) / (β ε^{m+1})``; it equals the paired estimate plus the free
+    ``ĝ_k = −(h^β_k(m+1) − h^β_k(m)) / (β ε^{m+1})``; it equals the paired estimate minus the free
     drift ``h_k(m+1) − h_k(m)`` of an unconverged ``h_free``, divided by ``β ε^{m+1}``.
     ``∂J/∂W_k ≈ ρ(h_{k−1})ᵀ(ρ'(h_k) ⊙ ĝ_k)/B`` (without ``ρ'(h_k)`` when ``drho`` is False: the plain
     Bengio et al. rule), ``∂J/∂b_k ≈ mean(ρ'(h_k) ⊙ ĝ_k)``.
