@@ -45,7 +45,9 @@ SIGNALS = ("chain", "feedforward", "implicit", "arrival", "ep")
 
 @dataclass
 class FourGradients:
-    """The signals of :func:`four_gradients`, per layer ``[None, s_1, …, s_N]`` (batch-first)."""
+    """The signals of :func:`four_gradients`, per layer ``[None, s_1, …, s_N]`` (batch-first), with the
+    states they were read from: ``h_star`` (free fixed point), ``h_ff`` (feedforward pass), ``h_beta``
+    (the end of the EP nudged phase)."""
 
     chain: list
     feedforward: list
@@ -54,6 +56,7 @@ class FourGradients:
     ep: list
     h_star: State
     h_ff: list
+    h_beta: State
     gamma: float = 1.0
 
     @property
@@ -159,4 +162,4 @@ def four_gradients(
         c = flatten(cost_gradient(net, h_ff, target))
         ff = unflatten(net, -torch.linalg.solve(J0.transpose(-1, -2), c.unsqueeze(-1)).squeeze(-1))
     return FourGradients(chain=chain, feedforward=ff, implicit=[None] + [-v for v in u[1:]],
-                         arrival=arrival, ep=ep, h_star=h, h_ff=h_ff, gamma=gamma)
+                         arrival=arrival, ep=ep, h_star=h, h_ff=h_ff, h_beta=h_beta, gamma=gamma)

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from .checks import check_positive_int
 
-__all__ = ["Dataset", "load_digits", "read_idx", "load_idx_dataset", "FASHION_MNIST_DIR", "one_hot"]
+__all__ = ["Dataset", "load_digits", "read_idx", "load_idx_dataset", "FASHION_MNIST_DIR", "one_hot", "k_fold"]
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -82,6 +82,37 @@ def load_digits(test_fraction: float = 0.25, seed: int = 0, dtype: torch.dtype =
     d = _ld()
     x = (d.data / 16.0).astype(np.float64)
     return _split("digits", x, d.target.astype(np.int64), test_fraction, seed, dtype)
+
+
+def k_fold(dataset: Dataset, k: int, *, pool_test: bool = True, seed: Optional[int] = None) -> list[Dataset]:
+    """The ``k`` splits of k-fold cross-validation: split ``i`` tests on part ``i`` and trains on the rest.
+
+    ``pool_test``: the examples split are the test split followed by the training split (all of the
+    data; without ``seed``, part 0 is drawn from the dataset's own test split first); otherwise the
+    training split only (the inner, validation folds of model selection, which never see the test
+    split). ``seed``: shuffle the examples first (numpy's ``default_rng(seed)``); None keeps their order
+    (the loaders already shuffle). Parts differ in size by at most one example (``numpy.array_split``).
+    """
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"dataset: expected an ebmlib Dataset, got {type(dataset).__name__}")
+    check_positive_int("k", k, minimum=2)
+    if not isinstance(pool_test, bool):
+        raise TypeError(f"pool_test: expected bool, got {type(pool_test).__name__}")
+    if seed is not None:
+        check_positive_int("seed", seed, minimum=0)
+    if pool_test:
+        x, y = torch.cat([dataset.x_test, dataset.x_train]), torch.cat([dataset.y_test, dataset.y_train])
+    else:
+        x, y = dataset.x_train, dataset.y_train
+    if len(x) < k:
+        raise ValueError(f"k: {k} folds need at least {k} examples, the dataset has {len(x)}")
+    order = np.arange(len(x)) if seed is None else np.random.default_rng(seed).permutation(len(x))
+    parts = [torch.as_tensor(p, dtype=torch.long) for p in np.array_split(order, k)]
+    out = []
+    for i, te in enumerate(parts):
+        tr = torch.cat([p for j, p in enumerate(parts) if j != i])
+        out.append(Dataset(f"{dataset.name}-fold{i}of{k}", x[tr], y[tr], x[te], y[te], dataset.n_classes))
+    return out
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:

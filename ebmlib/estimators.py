@@ -89,12 +89,17 @@ def ep_symmetric_gradient(net: LayeredEBM, h_plus: State, h_minus: State, beta: 
     return _diff(energy_param_gradient(net, h_plus), energy_param_gradient(net, h_minus), 0.5 / beta)
 
 
-def implicit_param_gradient(net: LayeredEBM, h_star: State, target: Tensor) -> Grads:
+def implicit_param_gradient(
+    net: LayeredEBM, h_star: State, target: Tensor, *, mask: Optional[str] = None, clip: Optional[bool] = None
+) -> Grads:
     """Exact dJ/dθ through the fixed point (implicit differentiation, autograd; small nets).
 
-    With u = −H⁻¹ ∂C/∂h (per sample), dJ/dθ = (1/B) Σ_b u_bᵀ ∂²E/∂h∂θ.
+    With u = −H⁻¹ ∂C/∂h (per sample), dJ/dθ = (1/B) Σ_b u_bᵀ ∂²E/∂h∂θ. ``mask="pinned"``: u solved on
+    the units the clipped dynamics do not hold on a bound, 0 on the others (they do not move when θ
+    changes a little): the true gradient of the clipped hard-sigmoid network
+    (:func:`ebmlib.implicit_gradient`).
     """
-    u = implicit_gradient(net, h_star, target)
+    u = implicit_gradient(net, h_star, target, mask=mask, clip=clip)
     B = h_star[0].shape[0]
     tmp = net.clone()
     params = tmp.parameters()

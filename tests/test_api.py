@@ -19,7 +19,7 @@ import ebmlib as eb
 import ebmlib.book as ebb
 
 SCIENCE = ["activations", "checks", "network", "dynamics", "gradients", "response", "estimators", "measures",
-           "langevin", "oneway", "problems", "learning", "data", "io", "comparison"]
+           "langevin", "oneway", "problems", "learning", "data", "io", "comparison", "selection"]
 CHAPTERS = sorted((ROOT / "chapters").glob("[0-9][0-9]-*.md"))
 MAX_CELL_LINES = 25
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ebmlib.data import FASHION_MNIST_DIR, load_digits, load_idx_dataset, one_hot, read_idx
+from ebmlib.data import FASHION_MNIST_DIR, Dataset, k_fold, load_digits, load_idx_dataset, one_hot, read_idx
 
 
 def test_load_digits_split_is_seeded_and_scaled():
@@ -52,3 +52,48 @@ def test_idx_errors(tmp_path):
 def test_fashion_mnist_from_debian_package():
     ds = load_idx_dataset(FASHION_MNIST_DIR, n_train=100, n_test=50)
     assert ds.x_train.shape == (100, 784) and ds.n_classes == 10
+
+
+@pytest.fixture(scope="module")
+def small():
+    ds = load_digits(0.25, seed=0)
+    return Dataset("digits-small", ds.x_train[:150], ds.y_train[:150], ds.x_test[:60], ds.y_test[:60], 10)
+
+
+def test_k_fold_partitions_all_examples(small):
+    splits = k_fold(small, 4)
+    n = len(small.x_train) + len(small.x_test)
+    pooled = torch.cat([small.x_test, small.x_train])
+    tests = torch.cat([s.x_test for s in splits])
+    assert torch.equal(tests, pooled)                     # every example is tested once, in order
+    assert sorted(len(s.x_test) for s in splits) == [52, 52, 53, 53]
+    for s in splits:
+        assert len(s.x_train) + len(s.x_test) == n
+        both = torch.cat([s.x_train, s.x_test])
+        assert torch.equal(both.sum(0), pooled.sum(0))    # train and test together are all of it
+    assert torch.equal(splits[0].x_test, small.x_test[:53])   # part 0 comes from the dataset's own test split
+    assert splits[1].name == "digits-small-fold1of4" and splits[1].n_classes == 10
+
+
+def test_k_fold_inner_folds_never_see_the_test_split(small):
+    inner = k_fold(small, 3, pool_test=False)
+    assert sum(len(s.x_test) for s in inner) == len(small.x_train)
+    assert torch.equal(torch.cat([s.x_test for s in inner]), small.x_train)
+    assert torch.equal(torch.cat([s.y_test for s in inner]), small.y_train)
+
+
+def test_k_fold_seed_shuffles_reproducibly(small):
+    a, b, c = (k_fold(small, 3, seed=s) for s in (1, 1, 2))
+    assert torch.equal(a[0].x_test, b[0].x_test) and not torch.equal(a[0].x_test, c[0].x_test)
+    assert not torch.equal(a[0].x_test, k_fold(small, 3)[0].x_test)
+
+
+def test_k_fold_errors(small):
+    with pytest.raises(ValueError, match="^k:"):
+        k_fold(small, 1)
+    with pytest.raises(ValueError, match="^k:"):
+        k_fold(Dataset("t", small.x_train[:2], small.y_train[:2], small.x_test[:0], small.y_test[:0], 10), 3)
+    with pytest.raises(TypeError, match="^dataset:"):
+        k_fold(small.x_train, 3)
+    with pytest.raises(TypeError, match="^pool_test:"):
+        k_fold(small, 3, pool_test=1)

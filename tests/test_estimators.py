@@ -85,3 +85,36 @@ def test_validation():
         eb.ep_gradient(net, h, h, 0.0)
     with pytest.raises(ValueError, match="t0, t1"):
         eb.plasticity_gradient(net, tr, 0.1, "tied", t0=2, t1=1)
+
+
+def test_masked_implicit_param_gradient_is_the_true_gradient_of_the_clipped_network():
+    """With pinned units, only ``mask="pinned"`` gives dJ/dθ of the clipped hard-sigmoid network."""
+    net = random_net([6, 8, 5], "hard_sigmoid", seed=3, gain=2.0, bias_std=0.5, bias_mean=0.3)
+    x, d, _ = random_batch(net, B=8, seed=4)
+
+    def cost(n):
+        h = eb.relax(n, x, eps=0.5, tol=1e-14, max_steps=100_000).h
+        return float(n.cost(h, d).mean())
+
+    h = eb.relax(net, x, eps=0.5, tol=1e-14, max_steps=100_000).h
+    assert any(bool(p.any()) for p in eb.pinned_units(net, h)[1:])
+    gen = torch.Generator().manual_seed(0)
+    v = [None] + [(torch.randn(W.shape, generator=gen, dtype=W.dtype), torch.randn(b.shape, generator=gen, dtype=b.dtype))
+                  for W, b in zip(net.W[1:], net.b[1:])]
+    s = 1e-6  # the clipped network is piecewise smooth: small enough that no unit changes its pinned state
+
+    def moved(sign):
+        m = net.clone()
+        for k in range(1, net.N + 1):
+            m.W[k] = m.W[k] + sign * s * v[k][0]
+            m.b[k] = m.b[k] + sign * s * v[k][1]
+        return m
+
+    fd = (cost(moved(1)) - cost(moved(-1))) / (2 * s)
+
+    def along(g):
+        return sum(float((gw * vw).sum() + (gb * vb).sum()) for (gw, gb), (vw, vb) in zip(g[1:], v[1:]))
+
+    masked = along(eb.implicit_param_gradient(net, h, d, mask="pinned"))
+    assert masked == pytest.approx(fd, rel=1e-6)
+    assert abs(along(eb.implicit_param_gradient(net, h, d)) - fd) > 1e-3 * abs(fd)
