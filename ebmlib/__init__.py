@@ -35,6 +35,7 @@ from . import (
     problems,
     response,
     selection,
+    spiking,
 )
 from ._version import __version__
 from .activations import *  # noqa: F403
@@ -53,5 +54,6 @@ from .oneway import *  # noqa: F403
 from .problems import *  # noqa: F403
 from .response import *  # noqa: F403
 from .selection import *  # noqa: F403
+from .spiking import *  # noqa: F403
 
-__all__ = ["__version__"] + [name for m in (activations, checks, comparison, network, dynamics, gradients, response, estimators, measures, langevin, oneway, problems, learning, selection, data, io) for name in m.__all__]
+__all__ = ["__version__"] + [name for m in (activations, checks, comparison, network, dynamics, gradients, response, estimators, measures, langevin, oneway, problems, learning, selection, spiking, data, io) for name in m.__all__]

@@ -19,7 +19,7 @@ import ebmlib as eb
 import ebmlib.book as ebb
 
 SCIENCE = ["activations", "checks", "network", "dynamics", "gradients", "response", "estimators", "measures",
-           "langevin", "oneway", "problems", "learning", "data", "io", "comparison", "selection"]
+           "langevin", "oneway", "problems", "learning", "data", "io", "comparison", "selection", "spiking"]
 CHAPTERS = sorted((ROOT / "chapters").glob("[0-9][0-9]-*.md"))
 MAX_CELL_LINES = 25
 
