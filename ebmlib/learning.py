@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -109,7 +110,8 @@ class History:
 
     ``train_error``: error of the predictions made during the epoch (free phase / forward pass,
     as in Scellier & Bengio); ``test_error``: :func:`evaluate` on the test split after the epoch;
-    ``wall_s``: training seconds of each epoch (evaluation excluded).
+    ``wall_s``: training seconds of each epoch (evaluation excluded); ``update_ratio``: per epoch, the
+    per-layer effective learning rate ``‖W_k(end) − W_k(start)‖_F / ‖W_k(start)‖_F``, k = 1 … N.
     """
 
     config: dict
@@ -118,10 +120,12 @@ class History:
     train_cost: list = field(default_factory=list)
     test_error: list = field(default_factory=list)
     wall_s: list = field(default_factory=list)
+    update_ratio: list = field(default_factory=list)
     net: Optional[LayeredEBM] = None
 
     def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("config", "epoch", "train_error", "train_cost", "test_error", "wall_s")}
+        return {k: getattr(self, k) for k in ("config", "epoch", "train_error", "train_cost", "test_error", "wall_s",
+                                              "update_ratio")}
 
     @property
     def total_wall_s(self) -> float:
@@ -219,8 +223,18 @@ def _state(net: LayeredEBM, persistent: Optional[list], gen: torch.Generator, hi
 _RESUME_FREE = ("epochs", "checkpoint", "device")  # may change between a run and its resumption
 
 
-def train(cfg: TrainConfig, dataset: Dataset, *, progress: bool = True, resume: bool = True) -> History:
+def train(
+    cfg: TrainConfig,
+    dataset: Dataset,
+    *,
+    progress: bool = True,
+    resume: bool = True,
+    on_epoch: Optional[Callable[[History], None]] = None,
+) -> History:
     """Train ``cfg.method`` on ``dataset`` for ``cfg.epochs`` epochs; returns the :class:`History`.
+
+    ``on_epoch(history)`` is called after every epoch (after the checkpoint is written), e.g. to report
+    progress from a worker process.
 
     With ``cfg.checkpoint`` set, the weights, persistent free states, generator state and history are
     written atomically after every epoch, and ``resume=True`` continues from that file (a run of
@@ -230,6 +244,8 @@ def train(cfg: TrainConfig, dataset: Dataset, *, progress: bool = True, resume: 
         raise TypeError(f"cfg: expected a TrainConfig, got {type(cfg).__name__}")
     if not isinstance(dataset, Dataset):
         raise TypeError(f"dataset: expected an ebmlib Dataset, got {type(dataset).__name__}")
+    if on_epoch is not None and not callable(on_epoch):
+        raise TypeError(f"on_epoch: expected a callable or None, got {type(on_epoch).__name__}")
     dev, dt = resolve_device(cfg.device), cfg.torch_dtype
     if dataset.n_inputs != cfg.sizes[0] or dataset.n_classes != cfg.sizes[-1]:
         raise ValueError(f"dataset: has {dataset.n_inputs} inputs and {dataset.n_classes} classes, "
@@ -263,7 +279,8 @@ def train(cfg: TrainConfig, dataset: Dataset, *, progress: bool = True, resume: 
         gen.set_state(saved["generator"])
         h = saved["history"]
         history = History(config=cfg.to_dict(), epoch=h["epoch"], train_error=h["train_error"],
-                          train_cost=h["train_cost"], test_error=h["test_error"], wall_s=h["wall_s"])
+                          train_cost=h["train_cost"], test_error=h["test_error"], wall_s=h["wall_s"],
+                          update_ratio=h.get("update_ratio", []))
         start = saved["epoch"]
 
     bar = None  # pragma: no mutate
@@ -273,6 +290,7 @@ def train(cfg: TrainConfig, dataset: Dataset, *, progress: bool = True, resume: 
         bar = tqdm(total=(cfg.epochs - start) * math.ceil(n / cfg.batch_size), desc=cfg.method, leave=False)  # pragma: no mutate
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
+        w_start = [w.detach().clone() for w in net.W[1:]]
         order = torch.randperm(n, generator=gen).to(dev)
         wrong, cost_sum = 0, 0.0
         for i in range(0, n, cfg.batch_size):
@@ -299,10 +317,14 @@ def train(cfg: TrainConfig, dataset: Dataset, *, progress: bool = True, resume: 
         history.train_cost.append(cost_sum / n)
         history.test_error.append(test_error)
         history.wall_s.append(wall)
+        history.update_ratio.append([float(torch.linalg.norm(w - w0) / torch.linalg.norm(w0).clamp_min(1e-30))
+                                     for w, w0 in zip(net.W[1:], w_start)])
         if bar is not None:  # pragma: no mutate
             bar.set_postfix(epoch=epoch + 1, train=f"{wrong / n:.3f}", test=f"{test_error:.3f}")  # pragma: no mutate
         if ckpt is not None:
             atomic_torch_save(ckpt, _state(net, persistent, gen, history, epoch + 1, data_id))
+        if on_epoch is not None:
+            on_epoch(history)
     if bar is not None:  # pragma: no mutate
         bar.close()  # pragma: no mutate
     history.net = net

@@ -9,6 +9,7 @@ Examples::
     python -m ebmlib book --profile book   # run all + build, prints the page to open
     python -m ebmlib student               # the student edition (solutions removed)
     python -m ebmlib pdf                   # _build/pdf/book.pdf via headless Chromium
+    python -m ebmlib sweep fmnist-784-500-10   # a paper-scale training sweep on Dask (resumes)
 """
 
 from __future__ import annotations
@@ -73,7 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     p_bench = sub.add_parser("bench", help="benchmark the relaxation loop (writes _build/bench.json)")
     p_bench.add_argument("rest", nargs=argparse.REMAINDER)
 
+    p_sweep = sub.add_parser("sweep", help="a paper-scale training sweep on Dask (params/paper.yaml: sweeps)")
+    p_sweep.add_argument("rest", nargs=argparse.REMAINDER)
+
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["sweep"]:  # its own options go through untouched
+        from .sweep import main as sweep_main
+
+        return sweep_main(argv[1:])
     if argv[:1] == ["bench"]:  # its own options (--quick, --chapters, ...) go through untouched
         from .bench import main as bench_main
 
