@@ -3,7 +3,8 @@
 :func:`train` builds ``LayeredEBM(sizes, activation, seed=cfg.seed)``, looks the estimator up by
 name (``cfg.method``), and for every minibatch calls :func:`train_step`: the estimate (with the
 persistent free state of each example when the estimator has a free phase), then
-``θ_k ← θ_k − lr_k · ∂J/∂θ_k`` (:func:`apply_update`). It never branches on the method.
+``θ_k ← θ_k − lr_k · ∂J/∂θ_k`` (:func:`apply_update`), or, for an estimator that updates the
+parameters during its phases (``continual_ep``), nothing after it. It never branches on the method's name.
 
 β is in the ½‖·‖² convention of this book (the official EP code's β 0.5 is β 1.0 here).
 Predictions are the argmax of the output at the free fixed point (energy-based estimators) or of
@@ -200,7 +201,15 @@ def train_step(
     generator: torch.Generator,
     h0: Optional[State] = None,
 ) -> Estimate:
-    """One minibatch: ``estimator``'s estimate from ``h0``, then :func:`apply_update`. The benchmark times this."""
+    """One minibatch: ``estimator``'s estimate from ``h0``, then :func:`apply_update`. The benchmark times this.
+
+    An estimator that updates the parameters itself (``estimator.updates_params``, e.g. ``continual_ep``)
+    is given ``lrs`` and no update is applied after it.
+    """
+    if not isinstance(estimator, Estimator):
+        raise TypeError(f"estimator: expected an ebmlib Estimator, got {type(estimator).__name__}")
+    if estimator.updates_params:
+        return estimator(net, x, target, h0=h0, phases=phases, generator=generator, lrs=lrs)
     est = estimator(net, x, target, h0=h0, phases=phases, generator=generator)
     apply_update(net, est.grads, lrs)
     return est

@@ -47,6 +47,7 @@ __all__ = [
     "final_jobs",
     "select_scale",
     "check_methods",
+    "estimate_cost",
     "job_config",
     "expected_config",
     "record_path",
@@ -270,7 +271,7 @@ def run_job(spec: dict, job: Job, records_dir: str, work_dir: str, *, device: st
     status, error = "done", None
     try:
         hist = eb.train(cfg, data, progress=False, resume=True, on_epoch=on_epoch).to_dict()
-    except FloatingPointError as e:  # divergence: keep the epochs that finished
+    except (FloatingPointError, eb.DivergenceError) as e:  # divergence: keep the epochs that finished
         status, error = "diverged", str(e)
         hist = torch.load(ckpt, weights_only=False)["history"] if ckpt.exists() else {
             k: [] for k in ("epoch", "train_error", "test_error", "train_cost", "wall_s", "update_ratio")}
@@ -290,6 +291,48 @@ def run_job(spec: dict, job: Job, records_dir: str, work_dir: str, *, device: st
     for p in (ckpt, progress):
         p.unlink(missing_ok=True)
     return record
+
+
+def estimate_cost(spec: dict, methods: Optional[list[str]] = None, *, minibatches: int = 20, device: str = "cpu",
+                  threads: int = 1) -> dict:
+    """Measured seconds per training epoch of each method (``minibatches`` timed after one warm-up, scaled
+    to the training set), and the core-hours of the whole sweep (search + final, evaluation excluded)."""
+    import ebmlib as eb
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    data = _dataset(spec["dataset"], str(spec.get("idx_dir") or ""), int(spec.get("n_train") or 0),
+                    int(spec.get("n_test") or 0), 0)
+    n = len(data.x_train)
+    out: dict = {"sweep": spec["name"], "profile": spec["profile"], "device": _device_info(device),
+                 "commit": _code_commit()[0], "minibatches_timed": minibatches, "created": _now(), "methods": {}}
+    total = 0.0
+    for m in check_methods(spec, methods):
+        cfg = job_config(spec, Job("final", m, 1.0, 0), device=str(eb.resolve_device(device)))
+        net = eb.LayeredEBM(list(cfg.sizes), cfg.activation, seed=0, dtype=cfg.torch_dtype, device=cfg.device)
+        gen = torch.Generator().manual_seed(1)
+        x_all = data.x_train.to(device=net.device, dtype=net.dtype)
+        d_all = data.targets(data.y_train).to(device=net.device, dtype=net.dtype)
+        est = cfg.estimator
+        times = []
+        for i in range(minibatches + 1):
+            sl = slice(i * cfg.batch_size, (i + 1) * cfg.batch_size)
+            x, d = x_all[sl], d_all[sl]
+            h0 = [x] + [torch.zeros(len(x), k, dtype=net.dtype, device=net.device) for k in cfg.sizes[1:]]
+            t0 = time.perf_counter()
+            eb.train_step(net, est, x, d, phases=cfg.phases, lrs=cfg.lrs, generator=gen,
+                          h0=h0 if est.free_phase else None)
+            if net.device.type == "cuda":
+                torch.cuda.synchronize()
+            if i:
+                times.append(time.perf_counter() - t0)
+        per_epoch = sorted(times)[len(times) // 2] * math.ceil(n / cfg.batch_size)
+        epochs = len(spec["search"]["scales"]) * int(spec["search"]["epochs"]) * (n - int(
+            spec["search"]["validation"])) / n + len(spec["seeds"]) * int(spec["base"]["epochs"])
+        out["methods"][m] = {"epoch_seconds": per_epoch, "epochs": epochs, "hours": per_epoch * epochs / 3600}
+        total += per_epoch * epochs / 3600
+    out["total_core_hours"] = total
+    return out
 
 
 # ---------------------------------------------------------------------------- the sweep (the client)
@@ -341,7 +384,7 @@ def run_sweep(
     if scheduler:
         client = Client(scheduler)
     else:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                                env={"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
         client = Client(cluster)
     futures: dict[Any, Job] = {}
@@ -427,6 +470,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--records", type=Path, default=None, help="records folder (default chapters/_measured/learning/NAME)")
     ap.add_argument("--allow-dirty", action="store_true", help="run with uncommitted changes (trial runs only)")
     ap.add_argument("--dry-run", action="store_true", help="list the search jobs and whether they are done")
+    ap.add_argument("--estimate", action="store_true",
+                    help="measure seconds per epoch of each method (a few minibatches) and the sweep's total; "
+                         "writes ESTIMATE.json beside the records")
     args = ap.parse_args(argv)
     try:
         if not args.name:
@@ -440,6 +486,17 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise ValueError("idx_dir: MNIST is not shipped here; pass --idx-dir with its four IDX files")
         records = args.records or find_root() / RECORDS / spec["name"]
         work = find_root() / "_build" / "sweeps" / spec["name"]
+        if args.estimate:
+            est = estimate_cost(spec, args.methods.split(",") if args.methods else None, device=args.device,
+                                threads=args.threads)
+            Path(records).mkdir(parents=True, exist_ok=True)
+            import ebmlib as eb
+
+            eb.atomic_write_json(Path(records) / "ESTIMATE.json", est)
+            for m, v in est["methods"].items():
+                print(f"{m:22s} {v['epoch_seconds']:8.1f} s/epoch x {v['epochs']:6.1f} epochs = {v['hours']:6.2f} h")
+            print(f"total {est['total_core_hours']:.1f} core-hours on {est['device']['name']}")
+            return 0
         if args.only:
             job = Job.parse(args.only)
             rec = run_job(spec, job, str(records), str(work), device=args.device, threads=args.threads,
