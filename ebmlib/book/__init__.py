@@ -10,6 +10,25 @@ saves each figure with its sidecar), the claims ``ebb.at_most`` / ``ebb.at_least
 
 from .claims import Claim, at_least, at_most, claim_holds, within
 from .provenance import find_root, git_commit, versions
+from .records import (
+    METHODS,
+    PUBLISHED,
+    compare_published,
+    effective_lr,
+    effective_lr_figure,
+    final_table_markdown,
+    learning_curves,
+    learning_curves_figure,
+    load_records,
+    paired_gap,
+    published_table_markdown,
+    search_table_markdown,
+    select_scales,
+    status_markdown,
+    summarize,
+    sweep_status,
+    validate_record,
+)
 from .run import Run, load_sidecars, style
 
 __all__ = [
@@ -24,4 +43,21 @@ __all__ = [
     "git_commit",
     "load_sidecars",
     "style",
+    "load_records",
+    "validate_record",
+    "sweep_status",
+    "select_scales",
+    "summarize",
+    "paired_gap",
+    "compare_published",
+    "learning_curves",
+    "learning_curves_figure",
+    "effective_lr",
+    "effective_lr_figure",
+    "status_markdown",
+    "final_table_markdown",
+    "search_table_markdown",
+    "published_table_markdown",
+    "PUBLISHED",
+    "METHODS",
 ]

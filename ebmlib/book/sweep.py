@@ -472,7 +472,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="list the search jobs and whether they are done")
     ap.add_argument("--estimate", action="store_true",
                     help="measure seconds per epoch of each method (a few minibatches) and the sweep's total; "
-                         "writes ESTIMATE.json beside the records")
+                         "writes _build/sweeps/NAME/ESTIMATE.json")
     args = ap.parse_args(argv)
     try:
         if not args.name:
@@ -489,10 +489,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.estimate:
             est = estimate_cost(spec, args.methods.split(",") if args.methods else None, device=args.device,
                                 threads=args.threads)
-            Path(records).mkdir(parents=True, exist_ok=True)
             import ebmlib as eb
 
-            eb.atomic_write_json(Path(records) / "ESTIMATE.json", est)
+            eb.atomic_write_json(work / "ESTIMATE.json", est)   # not beside the records: it is not a run
             for m, v in est["methods"].items():
                 print(f"{m:22s} {v['epoch_seconds']:8.1f} s/epoch x {v['epochs']:6.1f} epochs = {v['hours']:6.2f} h")
             print(f"total {est['total_core_hours']:.1f} core-hours on {est['device']['name']}")
