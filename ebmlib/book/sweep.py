@@ -392,9 +392,12 @@ def run_sweep(
     seen: dict[str, int] = {}
     t_start = time.perf_counter()
 
+    submitted: set[str] = set()
+
     def submit(job: Job) -> None:
-        if done(job):
+        if done(job) or job.run_id in submitted:
             return
+        submitted.add(job.run_id)
         fut = client.submit(run_job, spec, job, str(records_dir), str(work_dir), device=device, threads=threads,
                             allow_dirty=allow_dirty, key=f"{spec['name']}:{job.run_id}", pure=False,
                             priority=1 if job.stage == "final" else 0)
@@ -402,8 +405,9 @@ def run_sweep(
 
     def maybe_final(method: str) -> None:
         recs = [_read(record_path(records_dir, j)) for j in pending_search[method]]
-        if any(r is None for r in recs):
+        if any(r is None for r in recs) or f"final:{method}" in submitted:
             return
+        submitted.add(f"final:{method}")
         scale = select_scale(recs)
         scores = ", ".join(f"x{r['lr_scale']:g}: {_final(r):.4f}" for r in recs)
         log(f"{method}: search complete, scale x{scale:g} selected (validation error {scores})")
