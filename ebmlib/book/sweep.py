@@ -125,7 +125,7 @@ def load_sweep(name: str, profile: str = "paper", root: Optional[Path] = None) -
 
 def check_methods(spec: dict, methods: Optional[list[str]] = None) -> list[str]:
     """``methods`` (default: all of the sweep's), each checked to give a valid configuration."""
-    from ebmlib import TrainConfig
+    from ebmlib.learning import TrainConfig
 
     chosen = list(spec["methods"]) if methods is None else list(methods)
     for m in chosen:
@@ -174,7 +174,7 @@ def _config_kwargs(spec: dict, job: Job) -> dict:
 
 def job_config(spec: dict, job: Job, *, device: str = "cpu", checkpoint: Optional[str] = None):
     """The :class:`ebmlib.TrainConfig` of one job."""
-    from ebmlib import TrainConfig
+    from ebmlib.learning import TrainConfig
 
     return TrainConfig(**_config_kwargs(spec, job), device=device, checkpoint=checkpoint)
 
