@@ -17,8 +17,10 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
-book: setup $(if $(filter paper,$(PROFILE)),data)  ## execute every chapter (profile $(PROFILE)) and build _build/html
-	$(PY) -m ebmlib book --profile $(PROFILE)
+# Executes only the chapters whose inputs changed (code cells, parameters, the ebmlib modules they use,
+# requirements.lock, files they read); FORCE=1 executes all. Builds the site, the student edition and the PDF.
+book: setup browser $(if $(filter paper,$(PROFILE)),data)  ## execute what changed (profile $(PROFILE)); build site, student edition, PDF
+	$(PY) -m ebmlib book --profile $(PROFILE) $(if $(FORCE),--force)
 
 test: setup browser data  ## library tests, every chapter under smoke, every claim, the strict site build, the browser checks
 	$(PY) -m ruff check ebmlib tests

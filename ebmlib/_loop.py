@@ -27,10 +27,10 @@ from .checks import DivergenceError, check_positive_int
 from .network import LayeredEBM, State
 
 # A CPU step with at most this many multiply-adds (B·Σ n_in·n_out over its products) runs its loop on one
-# intra-op thread. Measured on the 2-core development machine: two threads save little or nothing there
-# (784-500-10 at B = 20: 23.9 µs a step on one, 23.0 on two; 64-64-10 at B = 20: 10.3 and 12.0), and when
-# another process holds a core each parallel product waits for the descheduled thread (63 µs a step on two
-# threads against 24 on one). Set it to 0 to keep torch's thread count everywhere.
+# intra-op thread: on the 2-core development machine two threads save little or nothing on such a step, and
+# when another process holds a core each parallel product waits for the descheduled thread. `make bench`
+# times the step on the loop's threads (column `thr`) against the products alone on torch's or the loop's,
+# whichever is faster (roofline_ratio). Set it to 0 to keep torch's thread count everywhere.
 ONE_THREAD_MACS = 250_000
 
 
@@ -60,7 +60,8 @@ class _Workspace:
         N = net.N
         # pre_k = c_k + ρ(h_{k−1}) W_k [+ ρ(h_{k+1}) W_{k+1}ᵀ]: (c, bottom-up operands, top-down operands) per layer.
         # Bottom-up W_k is stored column-major (a contiguous copy of W_kᵀ, viewed back): BLAS runs the skinny
-        # products with small n_k 1.5–2.3× faster that way (python -m ebmlib bench).
+        # products with small n_k faster that way (bench_step lays its reference products out alike). The
+        # trainer stores its W_k (k ≥ 2) column-major itself, so that this binds the live weights.
         self.plan: list = [None]
         for k in range(1, N + 1):
             up = (self.Rv[k - 1], net.W[k].T.contiguous().T) if k > 1 else None
@@ -96,6 +97,9 @@ class _Config:
     ws: Optional[_Workspace] = None
     threads: Optional[int] = None  # intra-op threads for the loop (None: torch's setting); see ONE_THREAD_MACS
     chunks: dict = field(default_factory=dict)  # (i, n) → n steps' calls from buffer i (_chunk)
+    # the caller guarantees every state is inside [0, 1] (clipped hard sigmoid, states from earlier clipped steps):
+    # then ρ(h) = h and ρ'(h) = 1 there, so a step is its products, the update and the clip (the trainer's case)
+    identity_rho: bool = False
 
 
 
@@ -195,9 +199,12 @@ def _program(net: LayeredEBM, cfg: _Config, i: int, j: int, parity: Optional[int
     ws, act, N = cfg.ws, net.activation, net.N
     src, dst, P, Pv = ws.H[i], ws.H[j], ws.P, ws.Pv
     moving = [k for k in range(1, N + 1) if parity is None or k % 2 == parity]
-    ops: list[Callable[[], object]] = [_rho_into(act, src, ws.R)]
+    ops: list[Callable[[], object]] = [] if cfg.identity_rho else [_rho_into(act, src, ws.R)]
     for k in moving:
         c, up, down = ws.plan[k]
+        if cfg.identity_rho:  # ρ(h) = h: the products read the state buffer itself
+            up = (ws.Hv[i][k - 1], up[1]) if up is not None else None
+            down = (ws.Hv[i][k + 1], down[1]) if down is not None else None
         if up is not None:
             ops.append(partial(torch.addmm, c, *up, out=Pv[k]))
             if down is not None:
@@ -206,7 +213,8 @@ def _program(net: LayeredEBM, cfg: _Config, i: int, j: int, parity: Optional[int
             ops.append(partial(torch.addmm, c, *down, out=Pv[k]))
         else:
             ops.append(partial(Pv[k].copy_, c))
-    ops.append(_times_drho_(act, src, ws.R, P))
+    if not cfg.identity_rho:
+        ops.append(_times_drho_(act, src, ws.R, P))
     if cfg.beta_target is not None and N in moving:
         # ρ'⊙pre + β(d − y) in the bracket: the lerp then subtracts εy, so f_N = ρ'⊙pre + β(d − y) − y
         ops += [partial(Pv[N].add_, cfg.beta_target), partial(Pv[N].sub_, ws.Hv[i][N], alpha=cfg.beta)]

@@ -14,6 +14,7 @@ bit-for-bit.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -25,13 +26,16 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from . import _trainloop
 from .checks import check_bool, check_positive_int, check_real, resolve_device
 from .data import Dataset
 from .dynamics import relax
-from .estimators import Estimate, Estimator, Grads, Phases, get_estimator
+from .estimators import Estimate, Estimator, Grads, Phases, _signed_beta, get_estimator
 from .io import atomic_torch_save
 from .network import LayeredEBM, State
 from .oneway import mlp_forward
+
+SCHEDULES = ("synchronous", "block")
 
 __all__ = ["TrainConfig", "History", "predict", "evaluate", "apply_update", "train_step", "train"]
 
@@ -42,6 +46,10 @@ class TrainConfig:
 
     ``lrs`` holds one learning rate per layer ``k = 1 … N`` (for ``W_k`` and ``b_k``).
     ``eval_steps`` caps the free relaxation used for evaluation (from zero, tolerance ``eval_tol``).
+    ``free_schedule`` / ``eval_schedule``: "synchronous" (ε-steps of every layer at once, the paper's) or
+    "block" (alternate layers set to their exact minimiser clip(pre_k) given their neighbours; the clipped
+    hard sigmoid only): the same fixed points in fewer steps (``python -m ebmlib bench``). "block" for the
+    free phase needs an estimator with a fused program (ep, ep_symmetric); each step is then one sweep.
     """
 
     sizes: tuple = (784, 500, 10)
@@ -61,6 +69,8 @@ class TrainConfig:
     paired: bool = True
     eval_steps: int = 200
     eval_tol: float = 1e-4
+    free_schedule: str = "synchronous"
+    eval_schedule: str = "synchronous"
     seed: int = 0
     dtype: str = "float32"
     device: str = "cpu"
@@ -86,6 +96,13 @@ class TrainConfig:
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype: expected 'float32' or 'float64', got {self.dtype!r}")
         check_bool("persistent", self.persistent)
+        for name in ("free_schedule", "eval_schedule"):
+            v = getattr(self, name)
+            if v not in SCHEDULES:
+                raise ValueError(f"{name}: expected one of {SCHEDULES}, got {v!r}")
+            if v == "block" and not (self.activation == "hard_sigmoid" and self.phases.clip is not False):
+                raise ValueError(f"{name}: 'block' sets a layer to clip(pre_k), its exact minimiser, only for the "
+                                 f"clipped hard sigmoid (activation is {self.activation!r})")
 
     @property
     def phases(self) -> Phases:
@@ -142,12 +159,23 @@ def predict(
     eps: float = 0.5,
     steps: int = 200,
     tol: float = 1e-4,
+    schedule: str = "synchronous",
 ) -> Tensor:
     """The output used for the prediction: ``y`` at the free fixed point (relaxed from zero,
-    at most ``steps`` steps), or ``r_N`` of :func:`mlp_forward` when ``feedforward_net``."""
+    at most ``steps`` steps), or ``r_N`` of :func:`mlp_forward` when ``feedforward_net``.
+
+    ``schedule="block"`` (clipped hard sigmoid): sweeps that set odd, then even layers to clip(pre_k), the
+    exact minimiser of the energy given their neighbours (ε = 1 of the alternate schedule); ``steps`` counts
+    sweeps and ``tol`` bounds the largest change of a sweep."""
     if feedforward_net:
         return mlp_forward(net, x)[-1]
     check_positive_int("steps", steps)
+    if schedule == "block":
+        if not (net.activation.name == "hard_sigmoid" and net.activation.clip_by_default):
+            raise ValueError("schedule: 'block' needs the clipped hard sigmoid, whose layer minimiser is clip(pre_k)")
+        return relax(net, x, eps=1.0, tol=tol, max_steps=steps, check_every=5, schedule="odd_even").h[net.N]
+    if schedule != "synchronous":
+        raise ValueError(f"schedule: expected one of {SCHEDULES}, got {schedule!r}")
     return relax(net, x, eps=eps, tol=tol, max_steps=steps, check_every=10).h[net.N]
 
 
@@ -161,6 +189,7 @@ def evaluate(
     steps: int = 200,
     tol: float = 1e-4,
     batch_size: int = 1000,
+    schedule: str = "synchronous",
 ) -> float:
     """Error rate (fraction in [0, 1]) of the argmax prediction on ``split`` ("train" or "test")."""
     if split not in ("train", "test"):
@@ -174,9 +203,9 @@ def evaluate(
     with torch.no_grad():
         for i in range(0, len(x_all), batch_size):
             out = predict(net, x_all[i : i + batch_size], feedforward_net=feedforward_net, eps=eps, steps=steps,
-                          tol=tol)
-            wrong += int((out.argmax(1) != y_all[i : i + batch_size]).sum())
-    return wrong / max(len(x_all), 1)
+                          tol=tol, schedule=schedule)
+            wrong = wrong + (out.argmax(1) != y_all[i : i + batch_size]).sum()  # on the device: one sync at the end
+    return int(wrong) / max(len(x_all), 1)
 
 
 # ---------------------------------------------------------------------------- one minibatch
@@ -229,7 +258,33 @@ def _state(net: LayeredEBM, persistent: Optional[list], gen: torch.Generator, hi
     }
 
 
+def _read_fused(prog: _trainloop.FusedEP, wrong: int, cost: float, epoch: int, m: int, every: int) -> tuple:
+    """Add the fused program's errors and cost since its last read; raise if a state diverged since."""
+    w, c, big = prog.read()
+    if not big <= prog.max_abs:
+        raise FloatingPointError(f"train: a state became non-finite or exceeded |h| > {prog.max_abs:g} in epoch "
+                                 f"{epoch + 1}, between minibatch {max(m + 2 - every, 1)} and {m + 1} (checked every "
+                                 f"{every}: pass check_every=1 to find the minibatch); lower lrs or beta")
+    return wrong + w, cost + c
+
+
 _RESUME_FREE = ("epochs", "checkpoint", "device")  # may change between a run and its resumption
+
+
+def _is_terminal() -> bool:
+    """Whether standard error is an interactive terminal (not a notebook kernel, papermill or a log file)."""
+    import sys
+
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # pragma: no cover - a replaced or closed stream
+        return False
+
+
+def _summary_line(method: str, history: History) -> str:
+    """One line for a finished run: method, epochs, wall time, final train and test error."""
+    return (f"{method}: {history.epoch[-1]} epochs in {sum(history.wall_s):.1f} s, "
+            f"train error {100 * history.train_error[-1]:.2f} %, test error {100 * history.test_error[-1]:.2f} %")
 
 
 def train(
@@ -239,6 +294,8 @@ def train(
     progress: bool = True,
     resume: bool = True,
     on_epoch: Optional[Callable[[History], None]] = None,
+    fused: Optional[bool] = None,
+    check_every: Optional[int] = None,
 ) -> History:
     """Train ``cfg.method`` on ``dataset`` for ``cfg.epochs`` epochs; returns the :class:`History`.
 
@@ -248,11 +305,20 @@ def train(
     With ``cfg.checkpoint`` set, the weights, persistent free states, generator state and history are
     written atomically after every epoch, and ``resume=True`` continues from that file (a run of
     ``epochs=2`` resumed to ``epochs=4`` equals an uninterrupted run of 4 epochs on CPU).
+
+    ``fused`` (default: whenever the estimator has one) runs each full minibatch as the bound program of
+    :mod:`ebmlib._trainloop` (a CUDA graph on CUDA): the same arithmetic as :func:`train_step` in another
+    order of rounding, with the host asked about errors and divergence every ``check_every`` minibatches
+    (default: 100 on CPU; once per epoch on CUDA, so that nothing inside an epoch waits for the device).
     """
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg: expected a TrainConfig, got {type(cfg).__name__}")
     if not isinstance(dataset, Dataset):
         raise TypeError(f"dataset: expected an ebmlib Dataset, got {type(dataset).__name__}")
+    if check_every is not None:
+        check_positive_int("check_every", check_every)
+    if fused is not None:
+        check_bool("fused", fused)
     if on_epoch is not None and not callable(on_epoch):
         raise TypeError(f"on_epoch: expected a callable or None, got {type(on_epoch).__name__}")
     dev, dt = resolve_device(cfg.device), cfg.torch_dtype
@@ -274,7 +340,8 @@ def train(
     ckpt = Path(cfg.checkpoint) if cfg.checkpoint else None
     if ckpt is not None and resume and ckpt.exists():
         saved = torch.load(ckpt, weights_only=False)
-        old = {k: v for k, v in saved["history"]["config"].items() if k not in _RESUME_FREE}
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # keys added since keep defaults
+        old = {k: saved["history"]["config"].get(k, defaults[k]) for k in defaults if k not in _RESUME_FREE}
         new = {k: v for k, v in cfg.to_dict().items() if k not in _RESUME_FREE}
         if old != new:
             diff = sorted(k for k in new if old.get(k) != new[k])
@@ -293,34 +360,63 @@ def train(
         start = saved["epoch"]
 
     bar = None  # pragma: no mutate
-    if progress and start < cfg.epochs:  # pragma: no mutate
-        from tqdm.auto import tqdm
+    # A live bar only on a terminal; elsewhere (a notebook, papermill, a log file) one line per run at the end.
+    live = progress and start < cfg.epochs and _is_terminal()  # pragma: no mutate
+    if live:  # pragma: no mutate
+        from tqdm import tqdm
 
         bar = tqdm(total=(cfg.epochs - start) * math.ceil(n / cfg.batch_size), desc=cfg.method, leave=False)  # pragma: no mutate
+    use_fused = _trainloop.supports(estimator, net) if fused is None else bool(fused)
+    if cfg.free_schedule == "block" and not use_fused:
+        raise ValueError(f"cfg: free_schedule 'block' needs a fused estimator ({sorted(_trainloop.FUSED)}); "
+                         f"method is {cfg.method!r}")
+    prog = None
+    if use_fused and start < cfg.epochs:
+        prog = _trainloop.FusedEP(net, estimator, phases, cfg.lrs, cfg.batch_size, x_train, d_train, labels,
+                                  persistent, free_schedule=cfg.free_schedule)
+    B = cfg.batch_size
+    if check_every is None:
+        check_every = math.ceil(n / B) if dev.type == "cuda" else 100
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         w_start = [w.detach().clone() for w in net.W[1:]]
         order = torch.randperm(n, generator=gen).to(dev)
-        wrong, cost_sum = 0, 0.0
-        for i in range(0, n, cfg.batch_size):
-            idx = order[i : i + cfg.batch_size]
-            x, d = x_train[idx], d_train[idx]
-            h0 = None if persistent is None else [x] + [p[idx] for p in persistent]
-            est = train_step(net, estimator, x, d, phases=phases, lrs=cfg.lrs, generator=gen, h0=h0)
-            if persistent is not None:
-                for k in range(1, net.N + 1):
-                    persistent[k - 1][idx] = est.free[k]
-            y = est.output
-            wrong += int((y.argmax(1) != labels[idx]).sum())
-            cost_sum += float(0.5 * ((y - d) ** 2).sum())
-            if bar is not None:  # pragma: no mutate
-                bar.update(1)  # pragma: no mutate
+        wrong = torch.zeros((), dtype=torch.long, device=dev)  # accumulated on the device: no sync per minibatch
+        cost = torch.zeros((), dtype=dt, device=dev)
+        fused_wrong, cost_sum = 0, 0.0
+        threads = prog.threads_context() if prog is not None else contextlib.nullcontext()
+        with threads:  # the loop's thread count for the whole epoch, not per minibatch
+            for m, i in enumerate(range(0, n, B)):
+                idx = order[i : i + B]
+                if prog is not None and len(idx) == B:  # the same draws of the sign as the estimator's
+                    sign = 1.0 if prog.symmetric or _signed_beta(phases, gen) > 0 else -1.0
+                    prog.run(idx, sign)
+                    if (m + 1) % check_every == 0 or i + B >= n:  # one sync every check_every minibatches
+                        fused_wrong, cost_sum = _read_fused(prog, fused_wrong, cost_sum, epoch, m, check_every)
+                else:
+                    x, d = x_train[idx], d_train[idx]
+                    h0 = None if persistent is None else [x] + [p[idx] for p in persistent]
+                    est = train_step(net, estimator, x, d, phases=phases, lrs=cfg.lrs, generator=gen, h0=h0)
+                    if persistent is not None:
+                        for k in range(1, net.N + 1):
+                            persistent[k - 1][idx] = est.free[k]
+                    y = est.output
+                    wrong += (y.argmax(1) != labels[idx]).sum()
+                    cost += 0.5 * ((y - d) ** 2).sum()
+                if bar is not None:  # pragma: no mutate
+                    bar.update(1)  # pragma: no mutate
+        if prog is not None:
+            fused_wrong, cost_sum = _read_fused(prog, fused_wrong, cost_sum, epoch, m, check_every)
+        if prog is not None and persistent is not None:  # every example's free output of this epoch, at once
+            wrong, cost_sum = prog.epoch_stats()
+        else:
+            wrong, cost_sum = int(wrong) + fused_wrong, float(cost) + cost_sum
         wall = time.perf_counter() - t0
         if not all(bool(torch.isfinite(p).all()) for p in net.parameters()):
             raise FloatingPointError(f"train: weights became non-finite in epoch {epoch + 1} "
                                      f"(method {cfg.method}); lower lrs or beta")
         test_error = evaluate(net, dataset, feedforward_net=not estimator.free_phase, eps=cfg.eps, steps=cfg.eval_steps,
-                              tol=cfg.eval_tol)
+                              tol=cfg.eval_tol, schedule=cfg.eval_schedule)
         history.epoch.append(epoch + 1)
         history.train_error.append(wrong / n)
         history.train_cost.append(cost_sum / n)
@@ -336,5 +432,7 @@ def train(
             on_epoch(history)
     if bar is not None:  # pragma: no mutate
         bar.close()  # pragma: no mutate
+    if progress and not live and history.epoch:  # pragma: no mutate
+        print(_summary_line(cfg.method, history))  # pragma: no mutate
     history.net = net
     return history

@@ -6,7 +6,8 @@ Examples::
     python -m ebmlib run 01-energy --profile smoke -p eps 0.2
     python -m ebmlib run all --profile book
     python -m ebmlib build                 # site from the executed notebooks
-    python -m ebmlib book --profile book   # run all + build, prints the page to open
+    python -m ebmlib book --profile book   # run what changed + build site, student edition, PDF
+    python -m ebmlib book --force          # execute every chapter again
     python -m ebmlib student               # the student edition (solutions removed)
     python -m ebmlib pdf                   # _build/pdf/book.pdf via headless Chromium
     python -m ebmlib sweep fmnist-784-500-10   # a paper-scale training sweep on Dask (resumes)
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit status (2 on a usage or input error)."""
     from .execute import chapter_name, chapter_parameters, chapters, execute, execute_missing
     from .provenance import find_root
-    from .site import build, pdf
+    from .site import build, build_all, pdf
 
     ap = argparse.ArgumentParser(prog="python -m ebmlib", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -57,9 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     p_build.add_argument("--builder", default="html", choices=["html", "singlehtml"])
     common(p_build)
 
-    p_book = sub.add_parser("book", help="execute every chapter, then build the website")
+    p_book = sub.add_parser("book", help="execute the chapters whose inputs changed, then build the website, "
+                                          "the student edition and the PDF")
     p_book.add_argument("--profile", default="book")
     p_book.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"))
+    p_book.add_argument("--force", action="store_true", help="execute every chapter, changed or not")
+    p_book.add_argument("--no-student", action="store_true", help="skip the student edition")
+    p_book.add_argument("--no-pdf", action="store_true", help="skip the PDF (skipped anyway without chromium)")
     common(p_book)
 
     p_student = sub.add_parser("student", help="the student edition (no solutions); executes missing chapters first")
@@ -101,11 +107,18 @@ def main(argv: list[str] | None = None) -> int:
             out = build(build_dir=args.build_dir, edition=args.edition, builder=args.builder)
             print(f"open {out / 'index.html'}")
         elif args.cmd == "book":
-            times = execute(["all"], profile=args.profile, overrides=_overrides(args.p), build_dir=args.build_dir)
-            out = build(build_dir=args.build_dir)
+            t0 = time.perf_counter()
+            times = execute(["all"], profile=args.profile, overrides=_overrides(args.p), build_dir=args.build_dir,
+                            reuse=not args.force)
+            t1 = time.perf_counter()
+            built = build_all(build_dir=args.build_dir, student=not args.no_student,
+                              with_pdf=False if args.no_pdf else None)
             for name, wall in times.items():
-                print(f"  {name:32s} {wall:7.1f} s")
-            print(f"open {out / 'index.html'}")
+                print(f"  executed {name:32s} {wall:7.1f} s")
+            n = len(chapters(find_root()))
+            print(f"{len(times)} of {n} chapters executed, {n - len(times)} reused, in {t1 - t0:.1f} s; "
+                  f"sites built in {time.perf_counter() - t1:.1f} s")
+            print(f"open {built['html'] / 'chapters' / 'intro.html'}")
         elif args.cmd == "student":
             execute_missing(profile=args.profile, build_dir=args.build_dir)
             out = build(build_dir=args.build_dir, edition="student")

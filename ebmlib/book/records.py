@@ -850,7 +850,7 @@ def learning_curves_figure(records: Sequence[dict], sweep: str, level: float = 0
     test error with its interval and its final train error. Log y axis: the methods span several-fold."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import FormatStrFormatter, MaxNLocator
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator
 
     curves = learning_curves(records, sweep, level)
     fig, ax = plt.subplots(figsize=(8.6, 4.2))
@@ -867,20 +867,25 @@ def learning_curves_figure(records: Sequence[dict], sweep: str, level: float = 0
                 label=f"{m}: {fin} % test, {tr[-1]:.2f} % train (n = {c['n']})")
         ax.plot(x, tr, "--", color=st["color"], lw=1.0, alpha=0.8)
         if half is not None:
-            ax.fill_between(x, y - half, y + half, color=st["color"], alpha=0.15, lw=0)
+            ax.fill_between(x, y - half, y + half, color=st["color"], alpha=0.1, lw=0)
     ax.set_yscale("log")
+    # the y range follows the mean curves; a band wider than that (few seeds) is cut at the frame
+    means = [v for c in curves.values() for v in (*c["test_mean"], *c["train_mean"]) if v > 0]
+    if means:
+        ax.set_ylim(100 * min(means) / 1.25, min(100.0, 100 * max(means) * 1.25))
     ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 3.0, 5.0)))
     ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
-    ax.tick_params(axis="y", which="minor", labelsize=7)
+    ax.tick_params(axis="y", which="minor", labelsize=8)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     n_ep = max(len(c["epochs"]) for c in curves.values())
     ax.set_xlim(0.8, n_ep + 0.2)
     ax.set_xlabel("epoch")
     ax.set_ylabel("error % (log scale)")
     handles, _ = ax.get_legend_handles_labels()
-    handles += [Line2D([], [], color="k", ls="-", label="test (band: 95 % t-interval over seeds)"),
+    handles += [Line2D([], [], color="k", ls="-", label=f"test (band: {100 * level:g} % t-interval over seeds)"),
                 Line2D([], [], color="k", ls="--", lw=1.0, label="train (during the epoch)")]
-    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
@@ -909,7 +914,7 @@ def effective_lr_figure(records: Sequence[dict], sweep: str) -> Any:
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0][0].set_ylabel("‖ΔW_k‖ / ‖W_k‖ per epoch")
-    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
@@ -939,30 +944,41 @@ def status_markdown(status: Sequence[dict]) -> str:
 
 
 def final_table_markdown(summary: Sequence[dict], selection: Optional[dict] = None) -> str:
-    """The final-stage table: per architecture, data set and method, the test and train error (mean ± std
-    over seeds, and the 95 % t-interval's half-width when there are two seeds or more), seeds, epochs,
-    wall time per run, device, the scale and rates used and the search budget that chose them."""
+    """The final-stage tables, one per architecture and data set (its epochs and devices in a line above it):
+    per method the test and train error (mean ± std over seeds, and the 95 % t-interval's half-width when
+    there are two seeds or more), seeds, wall time per run, the scale and rates used and the search budget
+    that chose them."""
     if not summary:
         return "No final run is recorded yet."
-    L = ["| architecture | data set | method | seeds | test error % | ± 95 % | train error % | epochs | "
-         "wall time per run | device | scale (rates) | search budget |", "|" + "---|" * 12]
-    for r in summary:
-        def ms(mean: Optional[float], std: Optional[float]) -> str:
-            return "—" if mean is None else f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
 
-        half = f"{100 * r['test_interval']['half']:.2f}" if r["test_interval"] else "—"
-        sel = (selection or {}).get((r["sweep"], r["method"]))
-        budget = (f"{sel['budget']['candidates']} scales × {'/'.join(map(str, sel['budget']['epochs_per_run']))} "
-                  f"epochs" if sel else "no search")
-        scale = ", ".join(f"×{s:g}" for s in r["lr_scales"]) + " " + ", ".join(_rates(v) for v in r["lrs"])
-        if r["paper_rates"]:
-            scale += " (paper)"
-        seeds = f"{r['n']}" + (f" (+{r['n_diverged']} diverged)" if r["n_diverged"] else "")
-        wall = "—" if r["wall_s"] is None else f"{r['wall_s'] / 60:.1f} min"
-        L.append(f"| {r['architecture'].replace('-', _NB)} | {_cell(r['dataset'])} | {r['method']} | {seeds} | "
-                 f"{ms(r['test_mean'], r['test_std'])} | {half} | {ms(r['train_mean'], r['train_std'])} | "
-                 f"{'/'.join(map(str, r['epochs']))} | {wall} | {_cell('; '.join(r['devices']))} | {scale} | {budget} |")
-    return "\n".join(L) + "\n\nErrors: mean ± standard deviation over seeds, last epoch; ± 95 %: half-width of the " \
+    def ms(mean: Optional[float], std: Optional[float]) -> str:
+        return "—" if mean is None else f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
+
+    groups: dict = defaultdict(list)
+    for r in summary:
+        groups[(r["architecture"], r["dataset"])].append(r)
+    L: list[str] = []
+    for (arch, dataset), rows in groups.items():
+        epochs = sorted({e for r in rows for e in r["epochs"]})
+        devices = sorted({d for r in rows for d in r["devices"]})
+        L += [f"**{arch.replace('-', _NB)} on {_cell(dataset)}**: {'/'.join(map(str, epochs))} epochs; "
+              f"{_cell('; '.join(devices))}.", "",
+              "| method | seeds | test error % | ± 95 % | train error % | wall time per run | scale (rates) | "
+              "search budget |", "|" + "---|" * 8]
+        for r in rows:
+            half = f"{100 * r['test_interval']['half']:.2f}" if r["test_interval"] else "—"
+            sel = (selection or {}).get((r["sweep"], r["method"]))
+            budget = (f"{sel['budget']['candidates']} scales × "
+                      f"{'/'.join(map(str, sel['budget']['epochs_per_run']))} epochs" if sel else "no search")
+            scale = ", ".join(f"×{s:g}" for s in r["lr_scales"]) + " " + ", ".join(_rates(v) for v in r["lrs"])
+            if r["paper_rates"]:
+                scale += " (paper)"
+            seeds = f"{r['n']}" + (f" (+{r['n_diverged']} diverged)" if r["n_diverged"] else "")
+            wall = "—" if r["wall_s"] is None else f"{r['wall_s'] / 60:.1f} min"
+            L.append(f"| {r['method']} | {seeds} | {ms(r['test_mean'], r['test_std'])} | {half} | "
+                     f"{ms(r['train_mean'], r['train_std'])} | {wall} | {scale} | {budget} |")
+        L.append("")
+    return "\n".join(L) + "\nErrors: mean ± standard deviation over seeds, last epoch; ± 95 %: half-width of the " \
                           "Student-t interval of the mean."
 
 

@@ -10,15 +10,15 @@ writes it into the staged copy of the book (``chapters/reproduce.md``).
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import re
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Any, Optional
 
-__all__ = ["PAGE", "anchor", "collect", "environment", "render", "write_page"]
+__all__ = ["PAGE", "anchor", "code_anchor", "collect", "environment", "render", "write_page"]
 
 PAGE = "chapters/reproduce"
 HOLDS, FAILS = "holds", "FAILS"
@@ -80,7 +80,9 @@ def _num(x: Any) -> str:
     if isinstance(x, (list, tuple)):
         return "[" + ", ".join(_num(v) for v in x) + "]"
     if isinstance(x, float):
-        return f"{x:.4g}" if math.isfinite(x) else str(x)
+        from .run import sci
+
+        return sci(x, 4)  # 8.9 × 10⁻¹⁶, never 8.9e-16
     return str(x)
 
 
@@ -89,12 +91,50 @@ def _bound(c: dict[str, Any]) -> str:
     return f"{op} {_num(c.get('bound'))}"
 
 
-def render(build: Path, root: Path, image_dir: Optional[str] = "_reproduce") -> str:
-    """The page as MyST markdown; images are referred to as ``<image_dir>/<chapter>/<png>``."""
+def _records(build: Path) -> dict[str, dict[str, Any]]:
+    """The input-hash record of every executed chapter (``<chapter>.inputs.json``), by chapter name."""
+    out = {}
+    for p in sorted((Path(build) / "executed").rglob("*.inputs.json")):
+        try:
+            rec = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        out[rec.get("chapter", p.name.removesuffix(".inputs.json"))] = rec
+    return out
+
+
+def _execution(name: str, status: dict[str, Any], records: dict[str, dict[str, Any]]) -> tuple[str, str]:
+    """(what the last build did with a chapter, the commit its results come from)."""
+    rec = records.get(name, {})
+    entry = (status.get("chapters") or {}).get(name, {})
+    commit = str(entry.get("commit") or rec.get("commit") or "?")
+    when = str(entry.get("executed_at") or rec.get("executed_at") or "")
+    if entry.get("session") == status.get("session") and entry.get("status") == "executed":
+        what = "executed in this build"
+    elif entry.get("session") == status.get("session") and entry.get("status") == "reused":
+        what = f"reused (inputs unchanged since {when})" if when else "reused"
+    else:
+        what = f"from an earlier run ({when})" if when else "from an earlier run"
+    short = commit[:12] + (" +dirty" if commit.endswith("+dirty") else "")
+    return what, short
+
+
+def render(build: Path, root: Path, image_dir: Optional[str] = "_reproduce", *, single: bool = False,
+           anchored: Optional[set[tuple[str, str]]] = None, downloads: Optional[dict[str, str]] = None) -> str:
+    """The page as MyST markdown; images are referred to as ``<image_dir>/<chapter>/<png>``.
+
+    ``single``: links for the one-page book (the PDF), where every chapter is on the same page;
+    ``anchored``: the (chapter, figure) pairs whose code cell has an anchor on the chapter's page;
+    ``downloads``: label → path from the site's root of what was built with it (student edition, PDF).
+    """
     build, root = Path(build), Path(root)
     sidecars = collect(build)
     tpath = build / "executed" / "timings.json"
     timings = json.loads(tpath.read_text()) if tpath.exists() else {}
+    spath = build / "executed" / "build.json"
+    status = json.loads(spath.read_text()) if spath.exists() else {}
+    records = _records(build)
+    static = "_static/data" if single else "../_static/data"
     n_claims = sum(len(s.get("claims", {})) for s in sidecars)
     failing = [(s, n) for s in sidecars for n, c in s.get("claims", {}).items() if not c.get("holds")]
     L: list[str] = [
@@ -117,7 +157,12 @@ def render(build: Path, root: Path, image_dir: Optional[str] = "_reproduce") -> 
         c = s["claims"][n]
         L.append(f"- **FAILS**: {s['chapter']} / {s['figure']} / `{n}` = {_num(c.get('value'))}, "
                  f"required {_bound(c)}")
-    L += [":::", "", "## Re-run a chapter or a figure", "",
+    L += [":::", ""]
+    if downloads:
+        L += ["## Downloads", "", "Built with this site by `make book`:", ""]
+        L += [f'- <a href="../{p}">{_cell(label)}</a>' for label, p in downloads.items()]
+        L += [""]
+    L += ["## Re-run a chapter or a figure", "",
           "A figure is produced by its chapter: re-run the chapter, with any parameter of its",
           "`parameters` cell overridden by `-p name value` (values are YAML: `-p eps_list \"[0.1, 0.2]\"`).",
           "The profile (`smoke`, `book`, `paper` in `params/`) sets the defaults; `-p device cuda` runs",
@@ -137,8 +182,14 @@ def render(build: Path, root: Path, image_dir: Optional[str] = "_reproduce") -> 
           "| item | value |", "|---|---|"]
     for k, v in environment(root).items():
         L.append(f"| {k} | {_cell(v)} |")
-    L += ["", "## Chapters", "", "| chapter | profile | execution time | figures | claims holding |",
-          "|---|---|---|---|---|"]
+    L += ["", "## Chapters", "",
+          "`make book` executes a chapter only when its inputs changed since it was last executed into the",
+          "same build folder: its code cells, its parameters, the `ebmlib` modules it uses (the modules",
+          "defining the names it calls, with everything they import), `requirements.lock`, and the files",
+          "it read (recorded sweeps, another chapter's saved networks). Otherwise its executed notebook and",
+          "figures are reused; `python -m ebmlib book --force` executes everything again.", "",
+          "| chapter | profile | execution time | in this build | results from commit | figures | claims holding |",
+          "|---|---|---|---|---|---|---|"]
     chapters_seen = sorted({s["chapter"] for s in sidecars} | set(timings))
     for ch in chapters_seen:
         figs = [s for s in sidecars if s["chapter"] == ch]
@@ -146,14 +197,16 @@ def render(build: Path, root: Path, image_dir: Optional[str] = "_reproduce") -> 
         t = timings.get(ch, {})
         wall = f"{t['wall_s']:.1f} s" if "wall_s" in t else "not recorded"
         ok = sum(bool(c.get("holds")) for c in cl)
-        status = f"{ok} / {len(cl)}" + ("" if ok == len(cl) else " (**FAILS**)")
-        L.append(f"| {ch} | {t.get('profile', '?')} | {wall} | {len(figs)} | {status} |")
+        ok_text = f"{ok} / {len(cl)}" + ("" if ok == len(cl) else " (**FAILS**)")
+        what, commit = _execution(ch, status, records)
+        L.append(f"| {ch} | {t.get('profile', '?')} | {wall} | {_cell(what)} | `{_cell(commit)}` | {len(figs)} "
+                 f"| {ok_text} |")
     L += _bench_section(build, root)
     L += ["", "## Figures", ""]
     for s in sidecars:
         ch, fig = s["chapter"], s["figure"]
         v = s.get("versions", {})
-        L += [f"({anchor(ch, fig)})=", f"### {ch} / {fig}", ""]
+        L += [f"({anchor(ch, fig)})=", f"### {ch} / {_breakable(fig)}", ""]
         if image_dir is not None and s.get("png"):
             L += [f"```{{image}} {image_dir}/{ch}/{s['png']}", f":alt: {_cell(s.get('caption', fig))}",
                   ":width: 360px", "```", ""]
@@ -163,13 +216,24 @@ def render(build: Path, root: Path, image_dir: Optional[str] = "_reproduce") -> 
         for name, c in s.get("claims", {}).items():
             status = f"✔ {HOLDS}" if c.get("holds") else f"✘ **{FAILS}**"
             L.append(f"| `{name}` | {_num(c.get('value'))} | {_bound(c)} | {status} | {_cell(c.get('statement', ''))} |")
+        rec = records.get(ch, {})
+        cmd = f"python -m ebmlib run {ch} --profile {s.get('profile')}"
+        for k, val in (rec.get("overrides") or {}).items():
+            cmd += f" -p {k} {shlex.quote(val if isinstance(val, str) else json.dumps(val))}"
+        page = "#" if single else f"{ch}.html#"
+        base = f"{static}/{ch}/{fig}"
         L += ["", f"**Run**: profile `{s.get('profile')}`, seed {s.get('seed')}, device `{s.get('device')}`, "
               f"dtype `{s.get('dtype')}`, figure computed in {_num(s.get('wall_s'))} s. "
               f"**Versions**: commit `{_cell(str(v.get('git_commit', '?'))[:12])}`, ebmlib {v.get('ebmlib', '?')}, "
               f"torch {v.get('torch', '?')}, numpy {v.get('numpy', '?')}, python {v.get('python', '?')}.", "",
+              '<p class="ebm-trace">Trace it: '
+              + (f'<a href="{page}{code_anchor(ch, fig)}">the code cell that made it</a> · '
+                 if (ch, fig) in (anchored or set()) else "")
+              + f'<a href="{base}.json">sidecar JSON</a> · <a href="{base}.data.json">plotted data</a>'
+              f' · <a href="{base}.png">PNG</a></p>', "",
+              "Regenerate it: this re-runs the whole chapter (every figure of it), with the values of this run:", "",
               "```console",
-              f"$ .venv/bin/python -m ebmlib run {ch} --profile {s.get('profile')} -p seed {s.get('seed')} "
-              f"-p device {s.get('device')}",
+              f"$ .venv/bin/{cmd}",
               "```", ""]
         params = s.get("params") or {}
         if params:
@@ -201,10 +265,24 @@ def _bench_table(b: dict[str, Any]) -> list[str]:
         L.append(f"| {_NB_HYPHEN.join(map(str, r['sizes']))} | {r['batch']} | {threads} | "
                  f"{1e6 * r['step_time_s']:.1f} | "
                  f"{r['roofline_ratio']:.2f} | {1e6 * r['autograd_step_time_s']:.1f} | {r['speedup_vs_autograd']:.1f}× |")
-    L += ["", "| target (set for the 2-core CPU) | value | required | status |", "|---|---|---|---|"]
+    te = b.get("train_epoch") or {}
+    if te:
+        L += ["", "One epoch of `eb.train` (60,000 samples of Fashion-MNIST's shape, minibatch 20, float32), its split "
+              "(seconds per epoch; bookkeeping is the rest) and the same epoch in the public code bases' style:", "",
+              "| method and sizes | free / nudged steps | epoch (s) | free | nudged | update | bookkeeping | "
+              "public style (s) | speed-up |", "|---|---|---|---|---|---|---|---|---|"]
+        for name, r in te.items():
+            sp = r.get("split") or {}
+            parts = " | ".join(_num(sp.get(k)) if sp else "–" for k in ("free", "nudged", "update", "bookkeeping"))
+            L.append(f"| {_cell(name).replace('-', _NB_HYPHEN)} | {r['free_steps']} / {r['nudged_steps']} | "
+                     f"{_num(r['seconds'])} | {parts} | {_num(r['public_style_seconds'])} | {r['ratio']:.1f}× |")
+    gpu = b.get("device") == "cuda"
+    L += ["", f"| target (set for {'an H100/H200' if gpu else 'the 2-core CPU'}) | value | required | status |",
+          "|---|---|---|---|"]
     for t in b.get("targets", []):
         ok = t.get("holds", t.get("ok"))
-        L.append(f"| {_cell(t.get('name', '?'))} | {_num(t.get('value'))} | ≥ {_num(t.get('bound'))} | "
+        op = "≤" if t.get("op") == "<=" else "≥"
+        L.append(f"| {_cell(t.get('name', '?'))} | {_num(t.get('value'))} | {op} {_num(t.get('bound'))} | "
                  + (f"✔ {HOLDS} |" if ok else f"✘ **{FAILS}** |"))
     ep = b.get("ep_epoch")
     if isinstance(ep, dict) and "epoch_time_s" in ep:
@@ -228,14 +306,25 @@ def _bench_section(build: Path, root: Path) -> list[str]:
         return L + ["None recorded: `python -m ebmlib bench --device cuda` on a machine with one writes the "
                     "same table for it.", ""]
     L += ["These runs were made on a lent GPU machine with `python -m ebmlib bench --device cuda` and the file",
-          f"it wrote is kept in `{MEASURED}/`; they are not re-measured when the site is built. The targets",
-          "were set for the 2-core CPU.", ""]
+          f"it wrote is kept in `{MEASURED}/`; they are not re-measured when the site is built. Runs before the",
+          "trainer benchmark list the 2-core CPU's targets; later ones the GPU's.", ""]
     for p in recorded:
         L += [f"`{MEASURED}/{p.name}`:", ""] + _bench_table(json.loads(p.read_text()))
     return L
 
 
-def write_page(build: Path, root: Path, stage: Path) -> Path:
+def _breakable(name: str) -> str:
+    """A long snake_case name that may wrap after its underscores (a zero-width space), on a phone's column."""
+    return name.replace("_", "_\u200b")
+
+
+def code_anchor(chapter: str, figure: str) -> str:
+    """The HTML id of the code cell that made a figure (inserted before it by ``site.annotate_figures``)."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", f"code-{chapter}-{figure}").strip("-")
+
+
+def write_page(build: Path, root: Path, stage: Path, *, single: bool = False,
+               anchored: Optional[set[tuple[str, str]]] = None, downloads: Optional[dict[str, str]] = None) -> Path:
     """Write ``chapters/reproduce.md`` and the figure thumbnails into the staged book ``stage``."""
     import shutil
 
@@ -248,5 +337,5 @@ def write_page(build: Path, root: Path, stage: Path) -> Path:
             (images / s["chapter"]).mkdir(parents=True, exist_ok=True)
             shutil.copy(png, images / s["chapter"] / s["png"])
     dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(render(build, root))
+    dest.write_text(render(build, root, single=single, anchored=anchored, downloads=downloads))
     return dest

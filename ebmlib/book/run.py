@@ -9,10 +9,13 @@ fails when a claim does not hold.
 
 from __future__ import annotations
 
+import html
 import json
 import math
+import os
+import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
@@ -24,18 +27,24 @@ from ..io import atomic_write_bytes, atomic_write_json
 from .claims import Claim
 from .provenance import find_root, versions
 
-__all__ = ["Run", "style", "load_sidecars"]
+__all__ = ["Run", "style", "load_sidecars", "claims_html", "claims_text", "sci", "READS_ENV"]
+
+# Set by the pipeline (``python -m ebmlib run``): the file where ``Run`` logs what the chapter reads.
+READS_ENV = "EBMLIB_READS_LOG"
+SCREEN_DPI = 110  # the on-screen size of a figure: pixels per inch of its size in the page
+SAVE_DPI = 200    # the resolution it is saved at (PNG file, site, PDF)
 
 
 def style() -> None:
-    """The house style of every figure."""
+    """The house style of every figure: saved at ``SAVE_DPI``, shown at the size ``SCREEN_DPI`` gives."""
     import matplotlib
 
     matplotlib.rcParams.update(
         {
             "figure.figsize": (6.4, 3.6),
-            "figure.dpi": 110,
-            "savefig.dpi": 110,
+            "figure.dpi": SCREEN_DPI,
+            "savefig.dpi": SAVE_DPI,
+            "savefig.bbox": "tight",
             "axes.grid": True,
             "grid.alpha": 0.3,
             "axes.spines.top": False,
@@ -96,7 +105,10 @@ class Run:
         self.device = resolve_device(device)
         self.dtype = getattr(torch, dtype)
         self.params = dict(params or {})
-        self.root = find_root()
+        try:
+            self.root = find_root()
+        except FileNotFoundError:  # a notebook opened alone (Colab, a download): its own folder
+            self.root = Path.cwd()
         # a relative build_dir is relative to the book root (the runner passes e.g. "_build")
         self.build_dir = self.root / Path(build_dir or "_build")
         self.fig_dir = self.build_dir / "figures" / chapter
@@ -105,6 +117,10 @@ class Run:
         self._t = time.perf_counter()
         self.saved: list[Path] = []
         style()
+        log = os.environ.get(READS_ENV)
+        if log:
+            _watch_reads(Path(log), roots=[self.root, self.build_dir],
+                         skip=[self.fig_dir, self.root / ".venv", self.root / ".git", Path(__file__).parents[1]])
 
     def generator(self, offset: int = 0) -> torch.Generator:
         """A ``torch.Generator`` on the run's device seeded with ``seed + offset``."""
@@ -165,9 +181,10 @@ class Run:
         if len(set(names)) != len(names):
             raise ValueError(f"claims: duplicate claim names in {names}")
         buf = io.BytesIO()
-        fig.savefig(buf, format="png")
+        fig.savefig(buf, format="png", dpi=SAVE_DPI, bbox_inches="tight")
+        png_bytes = buf.getvalue()
         png = self.fig_dir / f"{figure}.png"
-        atomic_write_bytes(png, buf.getvalue())
+        atomic_write_bytes(png, png_bytes)
         sidecar = {
             "figure": figure,
             "chapter": self.chapter,
@@ -180,25 +197,148 @@ class Run:
             "wall_s": round(wall, 3),
             "caption": caption,
             "png": png.name,
+            "dpi": SAVE_DPI,
             "data": _jsonable(data),
             "claims": {c.name: _jsonable(c.to_json()) for c in claims},
         }
         atomic_write_json(self.fig_dir / f"{figure}.json", sidecar)
         self.saved.append(png)
-        self.glue(figure, fig)
+        self.glue(figure, _screen_image(png_bytes, fig.dpi))
         plt.close(fig)
-        _show_claims(figure, claims)
+        _show_claims(self.chapter, figure, claims)
         self._t = time.perf_counter()
 
 
-def _show_claims(figure: str, claims: Iterable[Claim]) -> None:
-    lines = []
+def _screen_image(png: bytes, screen_dpi: float) -> Any:
+    """The PNG as an IPython image shown at the size ``screen_dpi`` gives (it holds ``SAVE_DPI`` pixels per inch)."""
+    import struct
+
+    from IPython.display import Image
+
+    w = struct.unpack(">I", png[16:20])[0]  # the IHDR chunk of a PNG
+    # the width only: with a fixed height a narrow (phone) column would squash the image
+    return Image(data=png, format="png", width=max(1, round(w * screen_dpi / SAVE_DPI)))
+
+
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def sci(x: Any, digits: int = 3) -> str:
+    """A number for a reader: ``0.0123``, ``4.56``, ``1.2 × 10⁻⁸`` (never ``1.2e-08``); ``none`` for a missing value."""
+    if x is None:
+        return "none"
+    if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)):
+        raise TypeError(f"x: expected a number, got {type(x).__name__}")
+    if isinstance(digits, bool) or not isinstance(digits, int) or digits < 1:
+        raise ValueError(f"digits: expected a positive integer, got {digits!r}")
+    x = float(x)
+    if not math.isfinite(x):
+        return str(x)
+    if x == 0 or 1e-3 <= abs(x) < 1e5:
+        return f"{x:.{digits}g}"
+    mant, exp = f"{x:.{digits - 1}e}".split("e")
+    mant = mant.rstrip("0").rstrip(".") if "." in mant else mant
+    return f"{mant} × 10{str(int(exp)).translate(_SUPERSCRIPT)}"
+
+
+def _bound_text(c: Claim) -> str:
+    if isinstance(c.bound, tuple):
+        return f"∈ [{sci(c.bound[0])}, {sci(c.bound[1])}]"
+    return f"{'≤' if c.op == '<=' else '≥'} {sci(c.bound)}"
+
+
+def claims_text(figure: str, claims: Sequence[Claim]) -> str:
+    """The claims of a figure as plain text, one line each (the fallback of the table)."""
+    lines = [f"claims of figure {figure!r}:"]
     for c in claims:
-        b = f"[{c.bound[0]:.3g}, {c.bound[1]:.3g}]" if isinstance(c.bound, tuple) else f"{c.bound:.3g}"
         mark = "holds" if c.holds else "FAILS"
-        lines.append(f"  {mark:5s}  {c.name}: {c.value:.6g} {c.op} {b}  ({c.statement})")
-    if lines:
-        print(f"claims of figure {figure!r}:\n" + "\n".join(lines))
+        lines.append(f"  {mark:5s}  {c.name}: {sci(c.value, 6)} {_bound_text(c)}  ({c.statement})")
+    return "\n".join(lines)
+
+
+def claims_html(figure: str, claims: Sequence[Claim]) -> str:
+    """The claims of a figure as a compact HTML table: claim, value, bound, status, what would make it fail."""
+    rows = []
+    for c in claims:
+        status = ('<span class="ebm-holds">✔ holds</span>' if c.holds
+                  else '<span class="ebm-fails">✘ <strong>FAILS</strong></span>')
+        rows.append(f"<tr><td><code>{html.escape(c.name)}</code></td><td>{html.escape(sci(c.value, 4))}</td>"
+                    f"<td>{html.escape(_bound_text(c))}</td><td>{status}</td>"
+                    f"<td>{html.escape(c.statement)}</td></tr>")
+    return (f'<table class="table ebm-claims" data-figure="{html.escape(figure)}">'
+            "<thead><tr><th>claim</th><th>value</th><th>required</th><th>status</th>"
+            "<th>what it checks (and what would make it fail)</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>")
+
+
+def _show_claims(chapter: str, figure: str, claims: Sequence[Claim]) -> None:
+    """Display the claims as one output (HTML table, plain-text fallback); the site moves it under the figure."""
+    claims = list(claims)
+    if not claims:
+        return
+    text = claims_text(figure, claims)
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:  # pragma: no cover - IPython comes with the book's requirements
+        get_ipython = None
+    if get_ipython is None or get_ipython() is None:
+        print(text)
+        return
+    display({"text/html": claims_html(figure, claims), "text/plain": text}, raw=True,
+            metadata={"ebmlib": {"claims_of": figure, "chapter": chapter}})
+
+
+_WATCH: dict[str, Any] = {"file": None, "seen": set(), "roots": (), "skip": (), "installed": False}
+
+
+def _audit(event: str, args: tuple) -> None:
+    """Log every file opened for reading and every folder listed under the watched roots (see ``cache``)."""
+    if event == "open":
+        kind = "open"
+        path, mode = args[0], args[1]
+        flags = args[2] if len(args) > 2 else 0
+        if mode is not None:
+            if any(ch in str(mode) for ch in "wax+"):
+                return
+        elif isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            return
+    elif event in ("os.listdir", "os.scandir"):
+        kind, path = "list", args[0]
+    else:
+        return
+    f = _WATCH["file"]
+    if f is None or path is None or isinstance(path, int):
+        return
+    try:
+        p = os.path.abspath(os.fsdecode(path))
+        if (kind, p) in _WATCH["seen"]:
+            return
+        _WATCH["seen"].add((kind, p))
+        if not any(p == r or p.startswith(r + os.sep) for r in _WATCH["roots"]):
+            return
+        if any(p == s or p.startswith(s + os.sep) for s in _WATCH["skip"]):
+            return
+        if kind == "list" and p in {os.path.abspath(e or ".") for e in sys.path if isinstance(e, str)}:
+            return  # the import system listing a folder of sys.path (the chapter's own folder among them)
+        f.write(f"{kind}\t{p}\n")
+        f.flush()
+    except Exception:  # never let the log break the chapter's own file access
+        return
+
+
+def _watch_reads(log: Path, *, roots: Sequence[Path], skip: Sequence[Path]) -> None:
+    """Start logging reads to ``log`` (truncated); the audit hook is installed once per process."""
+    if _WATCH["file"] is not None:
+        _WATCH["file"].close()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    _WATCH["file"] = open(log, "w")  # noqa: SIM115 - kept open: the hook writes as the chapter reads
+    _WATCH["seen"] = set()
+    _WATCH["roots"] = tuple(os.path.abspath(r) for r in roots)
+    _WATCH["skip"] = tuple(os.path.abspath(s) for s in skip)
+    if not _WATCH["installed"]:
+        sys.addaudithook(_audit)
+        _WATCH["installed"] = True
 
 
 def load_sidecars(build_dir: Path) -> list[dict[str, Any]]:

@@ -61,6 +61,7 @@ RECORDS = "chapters/_measured/learning"
 _SPEC_KEYS = {"dataset", "idx_dir", "name", "sizes", "base", "methods", "search", "seeds", "n_train", "n_test",
               "note"}
 _NOT_IN_RECORD = ("checkpoint", "device")
+ADDED_KEYS = ("free_schedule", "eval_schedule")  # TrainConfig keys newer than the first records (defaults kept)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,8 +184,14 @@ def expected_config(record: dict, root: Optional[Path] = None) -> dict:
     """What the sweep spec of ``record`` (its profile and sweep) gives as its config, for consistency tests."""
     spec = load_sweep(record["sweep"], record["profile"], root)
     job = Job(record["stage"], record["method"], float(record["lr_scale"]), int(record["seed"]))
+    from ebmlib.learning import TrainConfig
+
     cfg = job_config(spec, job).to_dict()
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items() if k not in _NOT_IN_RECORD}
+    # a key added to TrainConfig after a record was made is absent from it: there it had its default value
+    added = {f.name for f in dataclasses.fields(TrainConfig) if f.name in ADDED_KEYS and
+             f.name not in record.get("config", {}) and cfg[f.name] == f.default}
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()
+            if k not in _NOT_IN_RECORD and k not in added}
 
 
 def record_path(records_dir: Path, job: Job) -> Path:
