@@ -24,3 +24,8 @@ def test_compare_verdicts():
 def test_sci():
     assert sci(1.23e-9) == "1.2 × 10⁻⁹" and sci(3e5) == "3.0 × 10⁵" and sci(0.0) == "0"
     assert sci(0.05) == "0.050" and sci(12.0) == "12" and sci(-4.5e-7, 2) == "-4.50 × 10⁻⁷"
+
+
+def test_verdict_plain_text_is_short_lines():
+    v = Verdict(False, "word " * 60)
+    assert repr(v).startswith("Not yet: ") and max(len(line) for line in repr(v).splitlines()) <= 100

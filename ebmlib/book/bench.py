@@ -392,9 +392,13 @@ def bench_floor(sizes: Sequence[int], batch: int, free_steps: int, nudged: int, 
     shapes = _program_shapes(sizes, batch, free_steps, nudged)
     flops = sum(2 * m * k * n for m, k, n in shapes)
     dt = torch.float32
-    mats = [(torch.rand(n, dtype=dt, device=device), torch.rand(m, k, dtype=dt, device=device),
-             torch.rand(k, n, dtype=dt, device=device), torch.empty(m, n, dtype=dt, device=device))
-            for m, k, n in shapes]
+    # one set of operands per distinct shape, reused as the program reuses its weights and buffers (distinct
+    # copies per step would measure memory traffic the program does not have)
+    operands = {sh: (torch.rand(sh[2], dtype=dt, device=device), torch.rand(sh[0], sh[1], dtype=dt, device=device),
+                     torch.rand(sh[1], sh[2], dtype=dt, device=device), torch.empty(sh[0], sh[2], dtype=dt,
+                                                                                    device=device))
+                for sh in set(shapes)}
+    mats = [operands[sh] for sh in shapes]
     a, b = torch.rand(4, device=device), torch.rand(4, device=device)
     c = torch.empty(4, device=device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)

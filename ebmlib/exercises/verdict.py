@@ -37,6 +37,11 @@ class Verdict:
     def __str__(self) -> str:
         return ("Correct: " if self.ok else "Not yet: ") + self.message
 
+    def __repr__(self) -> str:  # what a notebook shows as plain text: the sentence, in lines of at most 100
+        import textwrap
+
+        return textwrap.fill(str(self), width=100)
+
     def _repr_markdown_(self) -> str:
         return ("**Correct.** " if self.ok else "**Not yet.** ") + self.message
 
