@@ -627,7 +627,8 @@ def _table(res: dict[str, Any]) -> str:
             "",
             f"EP epoch 784-500-10 ({ep['free_steps']} free / {ep['nudged_steps']} nudged steps, minibatch "
             f"{ep['batch']}, {ep['samples']} samples, synthetic data): {ep['epoch_time_s']:.1f} s ({how}; "
-            f"{ep['minibatch_time_s'] * 1e3:.2f} ms per minibatch of ebmlib.train_step)",
+            f"{ep['minibatch_time_s'] * 1e3:.2f} ms per minibatch of ebmlib.train_step, the generic path that "
+            "eb.train(fused=False) runs)",
         ]
     te = res.get("train_epoch")
     if te:

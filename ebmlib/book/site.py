@@ -461,9 +461,14 @@ def build(
     if edition == "student":
         overrides["sphinx.config.hide_solutions"] = True
     if downloads:
-        links = " · ".join(f'<a href="../{escape_attr(path)}">{escape_attr(label)}</a>'
-                           for label, path in downloads.items())
-        overrides["html.extra_footer"] = f'<p class="ebm-downloads">Also: {links}</p>'
+        # href for a page one folder down (every chapter); the script re-roots it on pages at the site's top
+        # (search, index), from the root Sphinx writes on <html data-content_root>
+        links = " · ".join(f'<a data-root-path="{escape_attr(path)}" href="../{escape_attr(path)}">'
+                           f'{escape_attr(label)}</a>' for label, path in downloads.items())
+        fix = ("<script>document.querySelectorAll('a[data-root-path]').forEach(function(a){"
+               "var r=document.documentElement.dataset.content_root;"
+               "if(r!==undefined){a.setAttribute('href',r+a.dataset.rootPath);}});</script>")
+        overrides["html.extra_footer"] = f'<p class="ebm-downloads">Also: {links}</p>{fix}'
     stage = build / "src" / (name if builder == "html" else f"{name}-{builder}")
     _stage(r, build, stage, overrides, student=edition == "student", single=builder == "singlehtml",
            downloads=downloads)
