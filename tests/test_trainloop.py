@@ -78,7 +78,7 @@ def test_block_free_phase_reaches_the_fixed_point():
     assert block.steps < sync.steps  # sweeps (two half-steps each) to the same residual
 
 
-def test_block_training_runs_and_learns_like_synchronous():
+def test_block_training_runs_and_evaluates_with_block_sweeps():
     data = _data(n=64)
     cfg = _cfg(free_schedule="block", eval_schedule="block", free_steps=3, epochs=3)
     h = train(cfg, data, progress=False)

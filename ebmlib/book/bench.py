@@ -556,7 +556,7 @@ def bench_block(*, idx_dir: str, device: torch.device, epochs: int = 2, block_sw
     residual checked every step): steps, seconds, the force residual reached, the test error and the largest
     difference between the two fixed points' outputs."""
     from ..data import load_idx_dataset
-    from ..learning import TrainConfig, evaluate, train
+    from ..learning import TrainConfig, train
 
     data = load_idx_dataset(idx_dir)
     runs = {}
@@ -584,10 +584,8 @@ def bench_block(*, idx_dir: str, device: torch.device, epochs: int = 2, block_sw
     gap = float((ev["synchronous"].pop("y") - ev["block"].pop("y")).abs().max())
     for r in runs.values():
         r.pop("net")
-    sched_eval = evaluate(net, data, eps=0.5, steps=200, tol=tol, schedule="block")
     return {"sizes": [784, 500, 10], "dataset": data.name, "epochs": epochs, "tol": tol,
             **_env(device, torch.float32, 1), "training": runs, "evaluation": ev, "fixed_point_gap": gap,
-            "evaluate_block_error": sched_eval,
             "step_ratio": ev["synchronous"]["steps_mean"] / max(ev["block"]["steps_mean"], 1e-9)}
 
 

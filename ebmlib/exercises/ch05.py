@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from ..checks import check_eps, check_temperature
 from ..gradients import hessian
 from ..langevin import linear_noise_covariance
 from ..network import LayeredEBM
+from .ch02 import STEPS, noise_arguments
 from .verdict import Verdict, compare
 
 __all__ = ["check_step_covariance"]
-
-STEPS = 4000   # steps of the linearised chain summed for the stationary covariance
 
 
 def check_step_covariance(net: LayeredEBM, h_star: list, eps: float, T: float, answer: object) -> Verdict:
@@ -22,12 +20,7 @@ def check_step_covariance(net: LayeredEBM, h_star: list, eps: float, T: float, a
     ``A = I - εH`` and ``Σ_∞`` summed step by step (:func:`ebmlib.linear_noise_covariance`), not the
     closed form of the chapter.
     """
-    if not isinstance(net, LayeredEBM):
-        raise TypeError(f"net: expected a LayeredEBM, got {type(net).__name__}")
-    h_star = net.check_state(h_star, "h_star")
-    eps, T = check_eps(eps), check_temperature(T)
-    if T == 0.0:
-        raise ValueError("T: expected a temperature > 0 (at T = 0 the change is zero)")
+    h_star, eps, T = noise_arguments(net, h_star, eps, T)
     H = hessian(net, h_star)
     eye = torch.eye(H.shape[-1], dtype=H.dtype, device=H.device)
     sig = linear_noise_covariance(net, h_star, steps=STEPS, eps=eps, T=T)
