@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PROFILE ?= book
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: setup book test check mutate bench student pdf browser data lint clean distclean
+.PHONY: setup book test check mutate bench gpu-check student pdf browser data lint clean distclean
 
 setup: $(VENV)/.installed
 
@@ -58,6 +58,9 @@ data:
 
 bench: setup  ## relaxation-loop benchmark, writes _build/bench.json
 	$(PY) -m ebmlib bench --chapters
+
+gpu-check:  ## on a machine with a CUDA GPU: the CUDA tests and the GPU benchmark into _build/ (.ci/gpu-check)
+	bash .ci/gpu-check
 
 lint: setup
 	$(PY) -m ruff check ebmlib tests

@@ -98,8 +98,10 @@ class _Config:
     threads: Optional[int] = None  # intra-op threads for the loop (None: torch's setting); see ONE_THREAD_MACS
     chunks: dict = field(default_factory=dict)  # (i, n) → n steps' calls from buffer i (_chunk)
     # the caller guarantees every state is inside [0, 1] (clipped hard sigmoid, states from earlier clipped steps):
-    # then ρ(h) = h and ρ'(h) = 1 there, so a step is its products, the update and the clip (the trainer's case)
+    # then ρ(h) = h and ρ'(h) = 1 there, so a step is its products, the update and the clip
     identity_rho: bool = False
+    # identity_rho with a nudge only: b_N + β·d, the output's constant with β·d folded in (no ρ' to keep it out of)
+    out_drive: Optional[Tensor] = None
 
 
 
@@ -119,10 +121,27 @@ def configure(
 ) -> _Config:
     """The bound loop for already-checked arguments (see :func:`ebmlib.dynamics.relax`)."""
     bounds = (net.activation.lo, net.activation.hi) if clip else None
+    identity = identity_rho_holds(net, bounds, h)
     beta_target = beta * target if beta != 0.0 else None
+    out_drive = None
+    if identity and beta_target is not None:
+        out_drive, beta_target = net.b[net.N] + beta_target, None
     drive = net.input_drive(h[0])
     return _Config(eps, beta, noise_std, bounds, generator, drive, max_abs, beta_target, schedule,
-                   ws=_Workspace(net, drive, states), threads=loop_threads(net, h[0].shape[0]))
+                   ws=_Workspace(net, drive, states), threads=loop_threads(net, h[0].shape[0]),
+                   identity_rho=identity, out_drive=out_drive)
+
+
+def identity_rho_holds(net: LayeredEBM, clip: Optional[tuple[float, float]], h: State) -> bool:
+    """Whether every state of a run from ``h`` stays where ρ(h) = h and ρ'(h) = 1: the hard sigmoid clipped to
+    [0, 1], with ``h_1 … h_N`` inside [0, 1] (each step ends with the clip). One host sync."""
+    if net.activation is not _HARD_SIGMOID or clip != (0.0, 1.0):
+        return False
+    ends = [torch.stack([-t.amin(), t.amax()]) for t in h[1:] if t.numel()]
+    if not ends:
+        return True
+    neg_lo, hi = torch.stack(ends).amax(dim=0).tolist()  # NaN compares False: the general path
+    return -neg_lo >= 0.0 and hi <= 1.0
 
 
 def loop_threads(net: LayeredEBM, batch: int) -> Optional[int]:
@@ -194,17 +213,28 @@ def _program(net: LayeredEBM, cfg: _Config, i: int, j: int, parity: Optional[int
     (flat buffers); the products write into the layers' slices; the drive and β·d are hoisted.
     Running a step is a loop over these calls: no allocation, no argument handling, no host sync.
 
-    With ``parity`` (0 or 1) only the layers ``k ≡ parity (mod 2)`` move; the others are copied.
+    With ``parity`` (1, then 0) the half step of an odd-even sweep from ``i`` into ``j``: only the layers
+    ``k ≡ parity (mod 2)`` move, into ``j``, reading their neighbours from ``i`` (odd half) or from the odd
+    layers just written into ``j`` (even half); their elementwise stages run per moving layer.
     """
     ws, act, N = cfg.ws, net.activation, net.N
     src, dst, P, Pv = ws.H[i], ws.H[j], ws.P, ws.Pv
-    moving = [k for k in range(1, N + 1) if parity is None or k % 2 == parity]
-    ops: list[Callable[[], object]] = [] if cfg.identity_rho else [_rho_into(act, src, ws.R)]
+    half = parity is not None
+    moving = [k for k in range(1, N + 1) if not half or k % 2 == parity]
+    if not moving:
+        return ()
+    nb = j if parity == 0 else i  # the buffer the moving layers' neighbours are read from
+    ops: list[Callable[[], object]] = []
+    if not cfg.identity_rho:  # ρ of the neighbours (and, odd half or synchronous, of the moving layers: ρ')
+        ops += [_rho_into(act, src, ws.R)] if nb == i else \
+            [_rho_into(act, ws.Hv[j][k], ws.Rv[k]) for k in range(1, N + 1, 2)]
     for k in moving:
         c, up, down = ws.plan[k]
+        if k == N and cfg.out_drive is not None:
+            c = cfg.out_drive  # b_N + β·d
         if cfg.identity_rho:  # ρ(h) = h: the products read the state buffer itself
-            up = (ws.Hv[i][k - 1], up[1]) if up is not None else None
-            down = (ws.Hv[i][k + 1], down[1]) if down is not None else None
+            up = (ws.Hv[nb][k - 1], up[1]) if up is not None else None
+            down = (ws.Hv[nb][k + 1], down[1]) if down is not None else None
         if up is not None:
             ops.append(partial(torch.addmm, c, *up, out=Pv[k]))
             if down is not None:
@@ -214,16 +244,24 @@ def _program(net: LayeredEBM, cfg: _Config, i: int, j: int, parity: Optional[int
         else:
             ops.append(partial(Pv[k].copy_, c))
     if not cfg.identity_rho:
-        ops.append(_times_drho_(act, src, ws.R, P))
-    if cfg.beta_target is not None and N in moving:
+        ops += [_times_drho_(act, ws.Hv[i][k], ws.Rv[k], Pv[k]) for k in moving] if half else \
+            [_times_drho_(act, src, ws.R, P)]
+    if (cfg.beta_target is not None or cfg.out_drive is not None) and N in moving:
         # ρ'⊙pre + β(d − y) in the bracket: the lerp then subtracts εy, so f_N = ρ'⊙pre + β(d − y) − y
-        ops += [partial(Pv[N].add_, cfg.beta_target), partial(Pv[N].sub_, ws.Hv[i][N], alpha=cfg.beta)]
-    ops.append(partial(torch.lerp, src, P, cfg.eps, out=dst))
-    if cfg.noise_std > 0.0:  # ξ drawn layer by layer, k = 1 … N
-        ops += [partial(_add_noise, ws.Hv[j][k], cfg.noise_std, cfg.generator) for k in moving]
-    if cfg.clip is not None:
-        ops.append(partial(dst.clamp_, *cfg.clip))
-    ops += [partial(ws.Hv[j][k].copy_, ws.Hv[i][k]) for k in range(1, N + 1) if k not in moving]
+        if cfg.out_drive is None:
+            ops.append(partial(Pv[N].add_, cfg.beta_target))
+        ops.append(partial(Pv[N].sub_, ws.Hv[i][N], alpha=cfg.beta))
+    for s_k, p_k, d_k in ([(ws.Hv[i][k], Pv[k], ws.Hv[j][k]) for k in moving] if half else [(src, P, dst)]):
+        if cfg.eps == 1.0 and cfg.noise_std == 0.0 and cfg.clip is not None:
+            ops.append(partial(torch.clamp, p_k, *cfg.clip, out=d_k))  # lerp(h, p, 1) = p exactly
+            continue
+        ops.append(partial(torch.lerp, s_k, p_k, cfg.eps, out=d_k))
+        if cfg.noise_std > 0.0 and not half:  # ξ drawn layer by layer, k = 1 … N
+            ops += [partial(_add_noise, ws.Hv[j][k], cfg.noise_std, cfg.generator) for k in moving]
+        elif cfg.noise_std > 0.0:
+            ops.append(partial(_add_noise, d_k, cfg.noise_std, cfg.generator))
+        if cfg.clip is not None:
+            ops.append(partial(d_k.clamp_, *cfg.clip))
     return tuple(ops)
 
 
@@ -232,8 +270,7 @@ def _chunk(net: LayeredEBM, cfg: _Config, i: int, n: int) -> tuple[tuple, int, i
 
     Returns ``(calls, p, j)``: the state is in buffer ``j`` after the calls and was in ``p`` one
     step before. synchronous: one :func:`_program` per step, to the next buffer of the ring;
-    odd_even: an odd-layer half step, then an even-layer one (a ring of three, so that the
-    result is not written over the step's start).
+    odd_even: one sweep per step, to the next buffer: the odd-layer half step, then the even-layer one.
     """
     key = (i, n)
     hit = cfg.chunks.get(key)
@@ -242,12 +279,9 @@ def _chunk(net: LayeredEBM, cfg: _Config, i: int, n: int) -> tuple[tuple, int, i
         calls: list = []
         p = i
         for _ in range(n):
-            p = i
-            moves = [(i, (i + 1) % R, 1), ((i + 1) % R, (i + 2) % R, 0)] if cfg.schedule == "odd_even" else \
-                [(i, (i + 1) % R, None)]
-            for move in moves:
-                calls += _program(net, cfg, *move)
-                i = move[1]
+            p, i = i, (i + 1) % R
+            for parity in ((1, 0) if cfg.schedule == "odd_even" else (None,)):
+                calls += _program(net, cfg, p, i, parity)
         hit = cfg.chunks[key] = (tuple(calls), p, i)
     return hit
 

@@ -168,18 +168,25 @@ def test_alternate_schedule_reaches_the_same_fixed_point(activation):
         assert float((sb.h[k] - ab.h[k]).abs().max()) <= 1e-9
 
 
-def test_alternate_schedule_is_one_sweep_of_half_steps():
-    net = random_net(SIZES, "sigmoid", seed=11)
-    x, d, h = random_batch(net, B=3, seed=8)
-    r = eb.relax(net, x, eps=0.5, tol=0.0, max_steps=1, schedule="odd_even")
-    ref = eb.step(net, net.init_state(x), eps=0.5)
-    odd = [x] + [ref[k] if k % 2 == 1 else torch.zeros_like(ref[k]) for k in range(1, net.N + 1)]
-    ref2 = eb.step(net, odd, eps=0.5)
-    for k in range(1, net.N + 1):
-        want = odd[k] if k % 2 == 1 else ref2[k]
-        assert float((r.h[k] - want).abs().max()) <= TOL
-    with pytest.raises(ValueError, match="schedule"):
-        eb.relax(net, x, eps=0.5, schedule="random")
+@pytest.mark.parametrize("activation, eps, beta, clip, T", [
+    ("sigmoid", 0.5, 0.0, None, 0.0), ("sigmoid", 0.5, 0.7, None, 0.0), ("tanh", 0.3, 0.4, None, 0.02),
+    ("hard_sigmoid", 1.0, 0.0, True, 0.0), ("hard_sigmoid", 0.6, -0.4, True, 0.0),  # ρ = id; ε = 1: exact block
+    ("hard_sigmoid", 0.5, 0.3, False, 0.0), ("hard_sigmoid", 1.0, 0.5, True, 0.01)])
+def test_alternate_schedule_is_one_sweep_of_half_steps(activation, eps, beta, clip, T):
+    """Three sweeps of the fused loop from h0 against the reference step's odd-even schedule (the same draws),
+    with N even (4) and odd (3: the output moves in the odd half)."""
+    for sizes in (SIZES, SIZES[:-1]):
+        net = random_net(sizes, activation, seed=11, gain=1.5)
+        x, d, h = random_batch(net, B=3, seed=8)
+        h0 = [x] + [t.sigmoid() for t in h[1:]]
+        kw = dict(eps=eps, beta=beta, target=d, clip=clip, T=T, schedule="odd_even")
+        r = eb.run(net, h0, steps=3, generator=torch.Generator().manual_seed(3) if T else None, **kw)
+        g = torch.Generator().manual_seed(3) if T else None
+        want = h0
+        for t in (1, 2, 3):
+            want = eb.step(net, want, generator=g, **kw)
+            for k in range(1, net.N + 1):
+                assert float((r.h[k][t] - want[k]).abs().max()) <= TOL, (sizes, t, k)
 
 
 def test_relax_and_step_leave_their_inputs_alone_and_results_do_not_alias():
@@ -200,20 +207,60 @@ def test_relax_and_step_leave_their_inputs_alone_and_results_do_not_alias():
     assert a.h[1].is_contiguous() and a.h[1].shape == (3, SIZES[1])
 
 
-@pytest.mark.parametrize("activation, clip, beta, calls", [
-    ("sigmoid", False, 0.0, 1 + 6 + 1 + 1),  # ρ, 2N − 2 = 6 products, ρ'⊙pre, lerp (N = 4)
-    ("hard_sigmoid", True, 0.0, 1 + 6 + 1 + 1 + 1),  # … and the clip
-    ("sigmoid", False, 0.5, 1 + 6 + 1 + 2 + 1),  # … and + βd − βy on the output
+@pytest.mark.parametrize("activation, clip, beta, inside, calls", [
+    ("sigmoid", False, 0.0, False, 1 + 6 + 1 + 1),  # ρ, 2N − 2 = 6 products, ρ'⊙pre, lerp (N = 4)
+    ("hard_sigmoid", True, 0.0, False, 1 + 6 + 1 + 1 + 1),  # … and the clip
+    ("sigmoid", False, 0.5, False, 1 + 6 + 1 + 2 + 1),  # … and + βd − βy on the output
+    # clipped hard sigmoid from states in [0, 1]: ρ = id, ρ' = 1; β·d rides in the output's constant
+    ("hard_sigmoid", True, 0.0, True, 6 + 1 + 1),
+    ("hard_sigmoid", True, 0.5, True, 6 + 1 + 1 + 1),
 ])
-def test_a_step_is_one_call_per_elementwise_stage(activation, clip, beta, calls):
+def test_a_step_is_one_call_per_elementwise_stage(activation, clip, beta, inside, calls):
     """ρ, ρ'⊙pre, the update and the clip run once over all layers (the flat buffers), not once per layer."""
     from ebmlib import _loop
 
     net = random_net(SIZES, activation, seed=13)
     x, d, h = random_batch(net, B=2, seed=10)
+    if inside:
+        h = [x] + [t.sigmoid() for t in h[1:]]
     cfg = _loop.configure(net, h, eps=0.5, beta=beta, target=d, noise_std=0.0, clip=clip, generator=None,
                           max_abs=1e6, states=2)
+    assert cfg.identity_rho == inside
     assert len(_loop._program(net, cfg, 0, 1, None)) == calls
+
+
+def test_the_identity_path_needs_every_state_inside_the_clip():
+    """ρ = id is taken only for the clipped hard sigmoid with h_1 … h_N in [0, 1] (a NaN or 1 + 1e-12 is out),
+    and a run from a state outside [0, 1] still matches the reference step (the general path)."""
+    from ebmlib import _loop
+
+    net = random_net(SIZES, "hard_sigmoid", seed=15, gain=1.5)
+    x, d, h = random_batch(net, B=3, seed=12)
+    inside = [x] + [t.sigmoid() for t in h[1:]]
+    assert _loop.identity_rho_holds(net, (0.0, 1.0), inside)
+    assert not _loop.identity_rho_holds(net, None, inside)
+    assert not _loop.identity_rho_holds(random_net(SIZES, "sigmoid", seed=15), (0.0, 1.0), inside)
+    for bad in (1.0 + 1e-12, -1e-12, float("nan")):
+        h2 = [t.clone() for t in inside]
+        h2[3][1, 2] = bad
+        assert not _loop.identity_rho_holds(net, (0.0, 1.0), h2)
+    traj = eb.run(net, h, steps=6, eps=0.4, beta=0.6, target=d, clip=True)  # h: N(0, 1), outside [0, 1]
+    assert_trajectories_match(traj, reference_trajectory(net, h, 6, eps=0.4, beta=0.6, target=d, clip=True), net.N)
+
+
+@pytest.mark.parametrize("sizes, calls", [([6, 5, 3], 2 + 2), ([7, 9, 6, 5, 4], 6 + 4)])
+def test_an_exact_block_sweep_is_its_products_and_one_clip_per_layer(sizes, calls):
+    """ε = 1, clipped hard sigmoid: each half sweep writes clip(pre_k) of its layers straight into the next
+    buffer (no lerp, no copy of the layers that stay): products + one clip per layer (+ β's −βy)."""
+    from ebmlib import _loop
+
+    net = random_net(sizes, "hard_sigmoid", seed=16)
+    x, d, h = random_batch(net, B=2, seed=13)
+    h = [x] + [t.sigmoid() for t in h[1:]]
+    for beta, extra in ((0.0, 0), (0.5, 1)):
+        cfg = _loop.configure(net, h, eps=1.0, beta=beta, target=d, noise_std=0.0, clip=True, generator=None,
+                              max_abs=1e6, states=2, schedule="odd_even")
+        assert len(_loop._chunk(net, cfg, 0, 1)[0]) == calls + extra
 
 
 def test_small_cpu_loops_run_on_one_thread_and_restore_the_setting(monkeypatch):
@@ -249,3 +296,10 @@ def test_small_cpu_loops_run_on_one_thread_and_restore_the_setting(monkeypatch):
         torch.set_num_threads(before)
     for k in range(1, net.N + 1):
         assert float((one.h[k] - two.h[k]).abs().max()) <= TOL
+
+
+def test_an_unknown_schedule_is_named():
+    net = random_net(SIZES, "sigmoid", seed=11)
+    x, d, h = random_batch(net, B=3, seed=8)
+    with pytest.raises(ValueError, match="schedule"):
+        eb.relax(net, x, eps=0.5, schedule="random")

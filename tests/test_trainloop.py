@@ -146,3 +146,20 @@ def test_floor_counts_the_programs_products(method, sizes):
     products = [c for c in calls if getattr(getattr(c, "func", None), "__name__", "") in ("addmm", "addmm_")]
     nudged = 3 * (2 if method == "ep_symmetric" else 1)
     assert len(products) == len(_program_shapes(sizes, 4, 5, nudged))
+
+
+def test_the_bench_times_a_block_free_phase_and_labels_its_row():
+    """The bench's block row: the trainer's free phase as block sweeps (the program's calls are its sweeps'), the
+    public style's steps recorded beside it, and the Reproduce table names both."""
+    from ebmlib.book import bench, reproduce
+
+    kw = dict(method="ep", sizes=(12, 8, 4), free_steps=2, nudged_steps=1, lrs=(0.1, 0.05), reps=1,
+              device=torch.device("cpu"), samples=40, timed_samples=40, public_minibatches=2, batch=4)
+    r = bench.bench_train_epoch(free_schedule="block", public_free_steps=3, **kw)
+    assert (r["free_schedule"], r["free_steps"], r["public_free_steps"]) == ("block", 2, 3)
+    assert r["seconds"] > 0 and set(r["split"]) == {"free", "nudged", "update", "bookkeeping"}
+    prog = bench._fused(eb.LayeredEBM([12, 8, 4], "hard_sigmoid", seed=0), "ep", eb.Phases(free_steps=2), (0.1,) * 2,
+                        4, bench._synthetic(8, (12, 8, 4), torch.device("cpu")), free_schedule="block")
+    assert prog.free_cfg.schedule == "odd_even" and prog.free_cfg.eps == 1.0
+    text = "\n".join(reproduce._bench_table({"train_epoch": {"ep 12-8-4 block": r}}))
+    assert "2 sweeps / 1 (public style: 3 / 1)" in text and "two ways to a free state" in text
