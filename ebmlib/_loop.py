@@ -90,7 +90,6 @@ class _Config:
     noise_std: float
     clip: Optional[tuple[float, float]]
     generator: Optional[torch.Generator]
-    drive: Tensor
     max_abs: float
     beta_target: Optional[Tensor] = None  # β·d, hoisted out of the loop
     schedule: str = "synchronous"  # or "odd_even": odd layers, then even layers
@@ -100,7 +99,8 @@ class _Config:
     # the caller guarantees every state is inside [0, 1] (clipped hard sigmoid, states from earlier clipped steps):
     # then ρ(h) = h and ρ'(h) = 1 there, so a step is its products, the update and the clip
     identity_rho: bool = False
-    # identity_rho with a nudge only: b_N + β·d, the output's constant with β·d folded in (no ρ' to keep it out of)
+    # identity_rho with a nudge only: the output's constant (b_N; the drive b_1 + W_1ᵀx when N = 1) plus β·d,
+    # folded in since there is no ρ' to keep it out of
     out_drive: Optional[Tensor] = None
 
 
@@ -123,11 +123,11 @@ def configure(
     bounds = (net.activation.lo, net.activation.hi) if clip else None
     identity = identity_rho_holds(net, bounds, h)
     beta_target = beta * target if beta != 0.0 else None
-    out_drive = None
-    if identity and beta_target is not None:
-        out_drive, beta_target = net.b[net.N] + beta_target, None
     drive = net.input_drive(h[0])
-    return _Config(eps, beta, noise_std, bounds, generator, drive, max_abs, beta_target, schedule,
+    out_drive = None
+    if identity and beta_target is not None:  # the output's constant: b_N, or the drive when N = 1
+        out_drive, beta_target = (drive if net.N == 1 else net.b[net.N]) + beta_target, None
+    return _Config(eps, beta, noise_std, bounds, generator, max_abs, beta_target, schedule,
                    ws=_Workspace(net, drive, states), threads=loop_threads(net, h[0].shape[0]),
                    identity_rho=identity, out_drive=out_drive)
 
@@ -231,7 +231,7 @@ def _program(net: LayeredEBM, cfg: _Config, i: int, j: int, parity: Optional[int
     for k in moving:
         c, up, down = ws.plan[k]
         if k == N and cfg.out_drive is not None:
-            c = cfg.out_drive  # b_N + β·d
+            c = cfg.out_drive  # c_N + β·d
         if cfg.identity_rho:  # ρ(h) = h: the products read the state buffer itself
             up = (ws.Hv[nb][k - 1], up[1]) if up is not None else None
             down = (ws.Hv[nb][k + 1], down[1]) if down is not None else None
@@ -373,8 +373,9 @@ def run_loop(net: LayeredEBM, cfg: _Config, h0: State, steps: int, check_every: 
             _, i = _advance(net, cfg, i)
             for k in range(1, net.N + 1):
                 rec[k][t].copy_(ws.Hv[i][k])
-            if t % check_every == 0 or t == steps:
-                if not _max_abs(ws.H[i]).item() <= cfg.max_abs:
+            if t % check_every == 0 or t == steps:  # every state recorded since the last check (one sync)
+                seen = torch.stack([_max_abs(rec[k][last_good_t + 1:t + 1]) for k in range(1, net.N + 1)])
+                if not _max_abs(seen).item() <= cfg.max_abs:
                     good = [h0[0]] + [rec[k][last_good_t] for k in range(1, net.N + 1)]
                     _locate_divergence(net, cfg, good, last_good_t, t, gen_state)
                 last_good_t = t

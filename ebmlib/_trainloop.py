@@ -84,9 +84,9 @@ class FusedEP:
         self.identity = act is _loop._HARD_SIGMOID and bounds is not None and bounds == (0.0, 1.0)
 
         def config(beta: float, target: Optional[Tensor], eps: float, schedule: str) -> _loop._Config:
-            # target: β·d, or where ρ is the identity b_N + β·d (the output's constant with the nudge folded in)
+            # target: β·d, or where ρ is the identity c_N + β·d (the output's constant with the nudge folded in)
             fold = self.identity and target is not None
-            return _loop._Config(eps, beta, 0.0, bounds, None, self.drive, max_abs, None if fold else target,
+            return _loop._Config(eps, beta, 0.0, bounds, None, max_abs, None if fold else target,
                                  schedule, ws, threads, identity_rho=self.identity, out_drive=target if fold else None)
 
         self.threads, self.max_abs = threads, max_abs
@@ -192,13 +192,14 @@ class FusedEP:
 
     def _nudged(self, cfg: _loop._Config, bt: Tensor, beta: float, j: int, *, out: Tensor,
                 keep: bool = False) -> tuple[list, Tensor]:
-        """β·d into ``bt`` (b_N + β·d where ρ is the identity), ``nudged_steps`` steps from state buffer ``j``;
-        returns the calls and the tensor that holds ρ of the result after them: ``out`` (or the state itself where ρ
-        is the identity, unless ``keep``). Where states are not clipped, the largest |h| of the nudged state is
-        accumulated (divergence)."""
+        """β·d into ``bt`` (c_N + β·d where ρ is the identity: c_N = b_N, or the drive when N = 1), then
+        ``nudged_steps`` steps from state buffer ``j``; returns the calls and the tensor that holds ρ of the result
+        after them: ``out`` (or the state itself where ρ is the identity, unless ``keep``). Where states are not
+        clipped, the largest |h| of the nudged state is accumulated (divergence)."""
         calls, _, j2 = _loop._chunk(self.net, cfg, j, self.phases.nudged_steps)
         h = self.ws.H[j2]
-        nudge = partial(torch.add, self.net.b[self.net.N], self.d, alpha=beta, out=bt) if self.identity else \
+        out_const = self.drive if self.net.N == 1 else self.net.b[self.net.N]  # the output's constant c_N
+        nudge = partial(torch.add, out_const, self.d, alpha=beta, out=bt) if self.identity else \
             partial(torch.mul, self.d, beta, out=bt)
         ops = [nudge, *calls]
         if not self.identity:

@@ -389,7 +389,8 @@ def train(
             for m, i in enumerate(range(0, n, B)):
                 idx = order[i : i + B]
                 if prog is not None and len(idx) == B:  # the same draws of the sign as the estimator's
-                    sign = 1.0 if prog.symmetric or _signed_beta(phases, gen) > 0 else -1.0
+                    # the sign relative to phases.beta (which may be negative), as the program's keys are
+                    sign = 1.0 if prog.symmetric or _signed_beta(phases, gen) == phases.beta else -1.0
                     prog.run(idx, sign)
                     if (m + 1) % check_every == 0 or i + B >= n:  # one sync every check_every minibatches
                         fused_wrong, cost_sum = _read_fused(prog, fused_wrong, cost_sum, epoch, m, check_every)

@@ -45,6 +45,20 @@ def test_fused_equals_generic(method, activation, persistent, random_sign):
     assert _max_param_gap(a.net, eb.LayeredEBM(list(cfg.sizes), activation, seed=0, dtype=torch.float64)) > 1e-3
 
 
+@pytest.mark.parametrize("method", ["ep", "ep_symmetric"])
+@pytest.mark.parametrize("random_sign", [True, False])
+@pytest.mark.parametrize("sizes,lrs,beta", [((12, 9, 7, 4), (0.2, 0.1, 0.05), -0.7), ((12, 4), (0.3,), 0.7),
+                                            ((12, 4), (0.3,), -0.7)])
+def test_fused_equals_generic_for_a_negative_beta_and_one_layer(method, random_sign, sizes, lrs, beta):
+    """β < 0 (the program's sign is relative to β) and N = 1 (the output's constant is the input drive)."""
+    cfg = _cfg(method=method, random_sign=random_sign, sizes=sizes, lrs=lrs, beta=beta)
+    data = _data()
+    a = train(cfg, data, progress=False, fused=False)
+    b = train(cfg, data, progress=False, fused=True, check_every=2)
+    assert _max_param_gap(a.net, b.net) < 1e-12
+    assert a.train_error == b.train_error and a.test_error == b.test_error
+
+
 def test_fused_is_the_default_for_ep_and_resumes(tmp_path):
     cfg = _cfg(epochs=3)
     data = _data()
