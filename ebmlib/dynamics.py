@@ -272,8 +272,9 @@ def relax(
 
     The residual is read every ``check_every`` steps only (one host sync each); at most
     ``max_steps`` steps. Raises :class:`DivergenceError` naming the step if the state blows up.
-    ``schedule`` other than synchronous reaches the same fixed points (the force vanishes at
-    all of them) by a different trajectory, so never for early-step studies. With ``feedback``
+    ``schedule`` other than synchronous stops at fixed points of the same dynamics (the force
+    vanishes at all of them) by a different trajectory, so never for early-step studies; where the
+    energy has several minima it may reach another one than the synchronous steps. With ``feedback``
     the dynamics are a vector field that need not have an attracting fixed point: check
     ``converged``.
     """

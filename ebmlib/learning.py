@@ -48,7 +48,8 @@ class TrainConfig:
     ``eval_steps`` caps the free relaxation used for evaluation (from zero, tolerance ``eval_tol``).
     ``free_schedule`` / ``eval_schedule``: "synchronous" (ε-steps of every layer at once, the paper's) or
     "block" (alternate layers set to their exact minimiser clip(pre_k) given their neighbours; the clipped
-    hard sigmoid only): the same fixed points in fewer steps (``python -m ebmlib bench``). "block" for the
+    hard sigmoid only): fixed points of the same dynamics in fewer steps, where the energy has several minima
+    not always the same one (``python -m ebmlib bench`` counts them). "block" for the
     free phase needs an estimator with a fused program (ep, ep_symmetric); each step is then one sweep.
     """
 

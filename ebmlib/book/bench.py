@@ -555,14 +555,15 @@ def _force_residual(net: LayeredEBM, h: list) -> float:
 
 def bench_block(*, idx_dir: str, device: torch.device, epochs: int = 2, block_sweeps: int = 4, tol: float = 1e-4,
                 seed: int = 0) -> dict[str, Any]:
-    """Fewer steps to the same fixed point (784-500-10, hard sigmoid, Fashion-MNIST, float32).
+    """Fewer steps to a fixed point of the same dynamics (784-500-10, hard sigmoid, Fashion-MNIST, float32).
 
     Training: ``epochs`` epochs of one-sided EP with the paper's free phase (20 synchronous ε = 0.5 steps,
     evaluation by synchronous steps) against ``block_sweeps`` block sweeps (alternate layers set to clip(pre_k))
     and block evaluation: seconds per epoch and test error after each epoch, same seed. Evaluation: on the
     trained network, the 10 000 test images relaxed from zero to the same residual ``tol`` both ways (the
-    residual checked every step): steps, seconds, the force residual reached, the test error and the largest
-    difference between the two fixed points' outputs."""
+    residual checked every step): steps, seconds, the force residual reached, the test error, and per image the
+    largest difference between the two stopping points' outputs: the images where it passes 0.01 (another local
+    minimum of the energy: the schedule chose the basin) are counted apart from the rest."""
     from ..data import load_idx_dataset
     from ..learning import TrainConfig, train
 
@@ -589,11 +590,14 @@ def bench_block(*, idx_dir: str, device: torch.device, epochs: int = 2, block_sw
         err = float((y.argmax(1).cpu() != data.y_test).float().mean())
         ev[name] = {"steps_mean": statistics.mean(steps), "steps_max": max(steps), "seconds": sec,
                     "force_residual": resid, "test_error": err, "y": y}
-    gap = float((ev["synchronous"].pop("y") - ev["block"].pop("y")).abs().max())
+    per_image = (ev["synchronous"].pop("y") - ev["block"].pop("y")).abs().amax(1)
+    apart = per_image > 1e-2  # another fixed point: where the energy has several minima, the schedule picks one
     for r in runs.values():
         r.pop("net")
     return {"sizes": [784, 500, 10], "dataset": data.name, "epochs": epochs, "tol": tol,
-            **_env(device, torch.float32, 1), "training": runs, "evaluation": ev, "fixed_point_gap": gap,
+            **_env(device, torch.float32, 1), "training": runs, "evaluation": ev,
+            "fixed_point_gap": float(per_image.max()), "images": len(per_image),
+            "images_apart": int(apart.sum()), "gap_of_the_rest": float(per_image[~apart].max()) if (~apart).any() else 0.0,
             "step_ratio": ev["synchronous"]["steps_mean"] / max(ev["block"]["steps_mean"], 1e-9)}
 
 
@@ -674,7 +678,7 @@ def _table(res: dict[str, Any]) -> str:
     bl = res.get("block")
     if bl:
         tr, ev = bl["training"], bl["evaluation"]
-        lines += ["", f"fewer steps to the same fixed point (784-500-10, {bl['dataset']}, {bl['epochs']} epochs, "
+        lines += ["", f"fewer steps to a fixed point (784-500-10, {bl['dataset']}, {bl['epochs']} epochs, "
                       f"float32):"]
         for name, r in tr.items():
             lines.append(f"  train, free phase {name:11s} {r['free_steps']:3d} steps: "
@@ -684,8 +688,9 @@ def _table(res: dict[str, Any]) -> str:
             lines.append(f"  evaluate 10k to residual {bl['tol']:g}, {name:11s}: {r['steps_mean']:6.1f} steps "
                          f"(max {r['steps_max']}), {r['seconds']:6.2f} s, force residual {r['force_residual']:.1e}, "
                          f"test error {100 * r['test_error']:.2f} %")
-        lines.append(f"  outputs at the two fixed points differ by at most {bl['fixed_point_gap']:.1e}; "
-                     f"{bl['step_ratio']:.1f}x fewer steps")
+        lines.append(f"  outputs at the two stopping points differ by more than 0.01 on {bl['images_apart']} of "
+                     f"{bl['images']} images (other minima of the energy), by at most {bl['gap_of_the_rest']:.1e} on "
+                     f"the rest; {bl['step_ratio']:.1f}x fewer steps")
     ch = res.get("chapters")
     if ch:
         lines += ["", f"chapters under smoke ({ch['build_dir']}):"]
