@@ -177,3 +177,6 @@ def test_the_bench_times_a_block_free_phase_and_labels_its_row():
     assert prog.free_cfg.schedule == "odd_even" and prog.free_cfg.eps == 1.0
     text = "\n".join(reproduce._bench_table({"train_epoch": {"ep 12-8-4 block": r}}))
     assert "2 sweeps / 1 (public style: 3 / 1)" in text and "two ways to a free state" in text
+    # a full commit hash is shortened, a label (a run from a working tree) is kept whole
+    assert "commit `0123456789ab`." in "\n".join(reproduce._bench_table({"commit": "0123456789abcdef" * 2 + "01234567"}))
+    assert "commit `3d1b05d+issue14-draft`." in "\n".join(reproduce._bench_table({"commit": "3d1b05d+issue14-draft"}))

@@ -254,7 +254,9 @@ def _bench_table(b: dict[str, Any]) -> list[str]:
     where = f"{_cell(m.get('cpu', '?'))} ({m.get('cores', '?')} cores)"
     if m.get("gpu"):
         where = f"**{_cell(m['gpu'])}** (host {where})"
-    commit = f", commit `{_cell(str(b['commit'])[:12])}`" if b.get("commit") else ""
+    sha = str(b.get("commit") or "")
+    sha = sha[:12] if re.fullmatch(r"[0-9a-f]{40}", sha) else sha  # a full hash shortened; a label kept whole
+    commit = f", commit `{_cell(sha)}`" if sha else ""
     L = [f"On {where}, device `{b.get('device')}`, {b.get('threads')} CPU threads, torch {b.get('torch')}, "
          f"{b.get('repetitions')} repetitions, {_cell(b.get('created', ''))}{commit}. Free-phase step, float32; "
          "ratios measured in the same run.", "",
