@@ -30,9 +30,10 @@ check: setup  ## the edit-test loop: lint and the fast library tests (no chapter
 	$(PY) -m ruff check ebmlib tests
 	$(PY) -m pytest -q -m "not slow and not cuda" -p no:cacheprovider tests
 
-# Mutation testing of the science modules (mutmut, pinned in requirements.lock; not part of `make test`).
+# Mutation testing of the science modules and the fused loop and trainer (mutmut, pinned in requirements.lock;
+# not part of `make test`).
 # Survivors are killed by a test or listed with the reason they are equivalent in tests/mutants_equivalent.txt.
-mutate: setup  ## mutation testing of dynamics, gradients, response, estimators, learning, measures, comparison (long)
+mutate: setup  ## mutation testing of dynamics, gradients, response, estimators, learning, measures, comparison, _loop, _trainloop (long)
 	rm -rf mutants
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m mutmut run --max-children 2 || true  # one thread: forked children must not inherit an OpenMP pool
 	$(PY) -m ebmlib.book.mutation mutants tests/mutants_equivalent.txt

@@ -268,7 +268,8 @@ class FusedEP:
     def read(self) -> tuple[int, float, float]:
         """(errors, summed cost, largest |h|) since the last read, then reset (one sync). The errors and cost
         are those of minibatches without persistent states (else :meth:`epoch_stats`); |h| is that of the nudged
-        states, or, where states are clipped (a NaN is all that can go wrong), of the last free state."""
+        states, or, on the clipped hard sigmoid (states in [0, 1]: a NaN is all that can go wrong), of the last free
+        state."""
         big = _loop._max_abs(self.F) if self.identity else self.big
         w, c, b = torch.stack([self.wrong.to(self.cost.dtype), self.cost, big]).tolist()
         self.wrong.zero_()

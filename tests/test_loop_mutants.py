@@ -167,6 +167,19 @@ def test_langevin_divergence_replays_the_same_draws(seed, step, layer, check_eve
     assert _divergence(lambda: eb.run(net, h, generator=torch.Generator().manual_seed(seed), **kw)) == want
 
 
+def test_a_replay_that_finds_no_bad_step_reports_the_check_point():
+    """A replay that does not reproduce the divergence (replayed steps 1 … stop all within max_abs) says so, at the
+    check point, with no layer; it replays no step past the check point. y ← β(d − y) unclipped: −1, 2, −4, 8."""
+    net = random_net([2, 1], "hard_sigmoid", seed=0)
+    x = torch.rand(1, 2, dtype=f64)
+    h0 = [x, torch.full((1, 1), -1.0, dtype=f64)]
+    cfg = _loop.configure(net, h0, eps=1.0, beta=2.0, target=torch.zeros(1, 1, dtype=f64), noise_std=0.0, clip=False,
+                          generator=None, max_abs=4.0, states=2)
+    # steps 1 and 2 (|y| = 2, 4) are within max_abs = 4; step 3 (|y| = 8) is not, and is not replayed
+    want = (2, 0, "dynamics diverged at step 2 (layer h_0: detected at this check point; the replay did not reproduce it)")
+    assert _divergence(lambda: _loop._locate_divergence(net, cfg, h0, 0, 2, None)) == want
+
+
 def test_a_state_at_max_abs_is_not_divergence():
     """|h| ≤ max_abs is fine: the clipped hard sigmoid sits exactly at 1 with max_abs = 1."""
     net = random_net(SIZES, "hard_sigmoid", seed=8, gain=3.0, bias_mean=3.0)
@@ -271,7 +284,10 @@ def fused_against_train_step(net, method, sizes, *, phases=None, lrs=None, persi
         else:
             assert errors == int((est.output.argmax(1) != labels[idx]).sum())
             assert abs(cost - 0.5 * float(((est.output - d) ** 2).sum())) <= 1e-12
-        watched = [est.free] if prog.identity else nudged
+        # read()'s largest |h|: of the last free state where states are clipped to [0, 1] (the clipped hard sigmoid),
+        # else of the nudged states
+        clipped = net.activation is ACTIVATIONS["hard_sigmoid"] and (ph.clip is None or ph.clip)
+        watched = [est.free] if clipped else nudged
         assert abs(big - max(float(t.abs().max()) for h in watched for t in h[1:])) <= 1e-12
     if persistent:
         for p, q in zip(pers, ref_pers):
@@ -298,6 +314,15 @@ def test_fused_program_equals_train_step_minibatch_by_minibatch(method, activati
 def test_fused_program_on_a_two_layer_network(method):
     sizes = [6, 5, 3]
     net = random_net(sizes, "sigmoid", seed=2, gain=1.5)
+    assert fused_against_train_step(net, method, sizes) <= TOL
+
+
+@pytest.mark.parametrize("method", ["ep", "ep_symmetric"])
+def test_read_reports_the_last_free_state_of_the_clipped_hard_sigmoid(method):
+    """Clipped to [0, 1] only a NaN can go wrong, so read()'s largest |h| is that of the last free state, not the
+    largest of the nudged states (here another number: no unit reaches the wall at 1)."""
+    sizes = [6, 5, 4, 3]
+    net = random_net(sizes, "hard_sigmoid", seed=1, gain=0.5, bias_std=0.1, bias_mean=0.4)
     assert fused_against_train_step(net, method, sizes) <= TOL
 
 
