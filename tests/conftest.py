@@ -44,6 +44,25 @@ def random_batch(net, B=4, seed=0):
     return x, d, h
 
 
+def reference_trajectory(net, h0, steps, **kw):
+    """``steps`` reference steps (:func:`ebmlib.step`) from ``h0``: the list of states, ``h0`` first."""
+    import ebmlib as eb
+
+    out, h = [h0], h0
+    for _ in range(steps):
+        h = eb.step(net, h, **kw)
+        out.append(h)
+    return out
+
+
+def assert_trajectories_match(traj, ref, N, tol=1e-12):
+    """Every recorded state of ``traj`` (an :class:`ebmlib.Trajectory`) equals ``ref`` to ``tol``, layer by layer."""
+    for t, h in enumerate(ref):
+        for k in range(1, N + 1):
+            err = float((traj.h[k][t] - h[k]).abs().max())
+            assert err <= tol, f"step {t}, layer {k}: {err:.3g}"
+
+
 @pytest.fixture(scope="session")
 def smoke_build() -> Path:
     """Execute every chapter once under the smoke profile into _build/test (shared by the slow tests)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_raises_exactly, random_batch, random_net
+from conftest import assert_raises_exactly, assert_trajectories_match, random_batch, random_net, reference_trajectory
 
 import ebmlib as eb
 from ebmlib import _loop, _trainloop
@@ -27,20 +27,6 @@ def gap(a, b):
     return max(float((u - v).abs().max()) for u, v in zip(a[1:], b[1:]))
 
 
-def reference(net, h0, steps, **kw):
-    out, h = [h0], h0
-    for _ in range(steps):
-        h = eb.step(net, h, **kw)
-        out.append(h)
-    return out
-
-
-def assert_run_matches(traj, ref, N):
-    for t, h in enumerate(ref):
-        for k in range(1, N + 1):
-            assert float((traj.h[k][t] - h[k]).abs().max()) <= TOL, (t, k)
-
-
 def copy_of(name):
     """The activation ``name`` as a new object: the loop's generic path (its own rho / drho)."""
     a = ACTIVATIONS[name]
@@ -56,7 +42,7 @@ def test_a_custom_activation_runs_the_generic_path_of_the_reference_step(name, s
     h0 = [x] + [2.0 * t for t in h[1:]]  # hard sigmoid: outside [0, 1], where ρ' = 0
     for beta in (0.0, 0.6):
         kw = dict(eps=0.4, beta=beta, target=d, clip=False, schedule=schedule)
-        assert_run_matches(eb.run(net, h0, steps=5, **kw), reference(net, h0, 5, **kw), net.N)
+        assert_trajectories_match(eb.run(net, h0, steps=5, **kw), reference_trajectory(net, h0, 5, **kw), net.N)
 
 
 @pytest.mark.parametrize("activation, clip", [("sigmoid", False), ("tanh", True), ("hard_sigmoid", True),
@@ -70,7 +56,7 @@ def test_one_layer_network_matches_the_reference_step(activation, clip, schedule
         for beta in (0.0, 0.8, -0.5):
             for eps in (1.0, 0.3):
                 kw = dict(eps=eps, beta=beta, target=d, clip=clip, schedule=schedule)
-                assert_run_matches(eb.run(net, h0, steps=4, **kw), reference(net, h0, 4, **kw), net.N)
+                assert_trajectories_match(eb.run(net, h0, steps=4, **kw), reference_trajectory(net, h0, 4, **kw), net.N)
 
 
 @pytest.mark.parametrize("route", ["run", "relax", "train"])
@@ -88,7 +74,7 @@ def test_one_layer_clipped_hard_sigmoid_nudged_keeps_the_input_drive(route):
     else:
         assert fused_against_train_step(net, "ep", [4, 3], check_read=False) <= TOL
         return
-    assert gap(got, reference(net, h0, 2, **kw)[-1]) <= TOL
+    assert gap(got, reference_trajectory(net, h0, 2, **kw)[-1]) <= TOL
 
 
 def test_empty_batch_converges_at_the_first_check():

@@ -2,28 +2,13 @@
 
 import pytest
 import torch
-from conftest import random_batch, random_net
+from conftest import assert_trajectories_match, random_batch, random_net, reference_trajectory
 
 import ebmlib as eb
 from ebmlib.book import bench
 
 TOL = 1e-12
 SIZES = [7, 9, 6, 5, 4]  # three hidden layers: every kind of layer (first, middle, output)
-
-
-def reference_trajectory(net, h0, steps, **kw):
-    out, h = [h0], h0
-    for _ in range(steps):
-        h = eb.step(net, h, **kw)
-        out.append(h)
-    return out
-
-
-def assert_trajectories_match(traj, ref, N):
-    for t, h in enumerate(ref):
-        for k in range(1, N + 1):
-            err = float((traj.h[k][t] - h[k]).abs().max())
-            assert err <= TOL, f"step {t}, layer {k}: {err:.3g}"
 
 
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "hard_sigmoid"])
