@@ -180,3 +180,26 @@ def test_the_bench_times_a_block_free_phase_and_labels_its_row():
     # a full commit hash is shortened, a label (a run from a working tree) is kept whole
     assert "commit `0123456789ab`." in "\n".join(reproduce._bench_table({"commit": "0123456789abcdef" * 2 + "01234567"}))
     assert "commit `3d1b05d+issue14-draft`." in "\n".join(reproduce._bench_table({"commit": "3d1b05d+issue14-draft"}))
+
+
+def test_the_block_bench_counts_the_images_whose_stopping_points_differ(tmp_path):
+    """bench_block on a tiny IDX set (28 × 28 noise): its report of the two evaluations is consistent — every image
+    is either apart (outputs more than 0.01 apart) or within the rest's largest gap, and the ratio is the steps'."""
+    import numpy as np
+    from test_data import _write_idx
+
+    from ebmlib.book import bench
+
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 60), ("t10k", 30)):
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, size=(n, 28, 28)))
+        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, size=n))
+    r = bench.bench_block(idx_dir=str(tmp_path), device=torch.device("cpu"), epochs=1, block_sweeps=2)
+    ev = r["evaluation"]
+    assert r["images"] == 30 and 0 <= r["images_apart"] <= 30
+    assert r["gap_of_the_rest"] <= 1e-2 and r["gap_of_the_rest"] <= r["fixed_point_gap"]
+    assert (r["images_apart"] > 0) == (r["fixed_point_gap"] > 1e-2)
+    assert r["step_ratio"] == ev["synchronous"]["steps_mean"] / ev["block"]["steps_mean"]
+    assert r["training"]["block"]["free_steps"] == 2 and len(r["training"]["block"]["test_error"]) == 1
+    for e in ev.values():
+        assert e["force_residual"] <= 1e-3 and 0.0 <= e["test_error"] <= 1.0
