@@ -448,12 +448,15 @@ def _layout_defects(page: str, width: int, lay: dict[str, Any]) -> list[Defect]:
     def add(kind: str, detail: str) -> None:
         out.append(Defect(page, width, kind, detail))
 
+    def fit(kind: str, name: str, box: dict[str, Any]) -> None:
+        """``kind``-clipped when part of it is cut off, else ``kind``-scrolls when it scrolls (in its box or the page)."""
+        if box["hidden"] > TOLERANCE_PX:
+            add(f"{kind}-clipped", f"{name}: {box['hidden']} px cut off")
+        elif box["scroll"] > TOLERANCE_PX or box["page"] > TOLERANCE_PX:
+            add(f"{kind}-scrolls", f"{name}: {box['scroll'] + box['page']} px past the box")
+
     for e in lay["equations"]:
-        size = f"formula {e['width']} px, {e['box']} px visible"
-        if e["hidden"] > TOLERANCE_PX:
-            add("equation-clipped", f"{_eq_name(e)}: {e['hidden']} px cut off, {size}")
-        elif e["scroll"] > TOLERANCE_PX or e["page"] > TOLERANCE_PX:
-            add("equation-scrolls", f"{_eq_name(e)}: {e['scroll'] + e['page']} px past the box, {size}")
+        fit("equation", f"{_eq_name(e)}, formula {e['width']} px, {e['box']} px visible", e)
         if e["overlap"] > TOLERANCE_PX:
             add("equation-overlaps-number", f"{_eq_name(e)}: overlaps its number by {e['overlap']} px")
     for m in lay["inline"]:
@@ -462,11 +465,7 @@ def _layout_defects(page: str, width: int, lay: dict[str, Any]) -> list[Defect]:
         elif width >= DESKTOP_PX:
             add("math-scrolls", f"inline formula “{m['tex']}” ({m['where']}): {m['scroll']} px past its line")
     for t in lay["tables"]:
-        name = f"table [{t['head']}] ({t['where']}), {t['width']} px, {t['box']} px visible"
-        if t["hidden"] > TOLERANCE_PX:
-            add("table-clipped", f"{name}: {t['hidden']} px cut off")
-        elif t["scroll"] > TOLERANCE_PX or t["page"] > TOLERANCE_PX:
-            add("table-scrolls", f"{name}: {t['scroll'] + t['page']} px past the box")
+        fit("table", f"table [{t['head']}] ({t['where']}), {t['width']} px, {t['box']} px visible", t)
     for c in lay["code"]:
         name = f"{c['label']} ({c['where']})" + (f" starting {c['first']!r}" if c["first"] else "")
         if c["hidden"] > TOLERANCE_PX:
