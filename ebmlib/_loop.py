@@ -123,13 +123,12 @@ def configure(
     bounds = (net.activation.lo, net.activation.hi) if clip else None
     identity = identity_rho_holds(net, bounds, h)
     beta_target = beta * target if beta != 0.0 else None
-    drive = net.input_drive(h[0])
+    ws = _Workspace(net, net.input_drive(h[0]), states)
     out_drive = None
-    if identity and beta_target is not None:  # the output's constant: b_N, or the drive when N = 1
-        out_drive, beta_target = (drive if net.N == 1 else net.b[net.N]) + beta_target, None
+    if identity and beta_target is not None:  # the output's constant c_N (b_N, or the drive when N = 1) + β·d
+        out_drive, beta_target = ws.plan[net.N][0] + beta_target, None
     return _Config(eps, beta, noise_std, bounds, generator, max_abs, beta_target, schedule,
-                   ws=_Workspace(net, drive, states), threads=loop_threads(net, h[0].shape[0]),
-                   identity_rho=identity, out_drive=out_drive)
+                   ws=ws, threads=loop_threads(net, h[0].shape[0]), identity_rho=identity, out_drive=out_drive)
 
 
 def identity_rho_holds(net: LayeredEBM, clip: Optional[tuple[float, float]], h: State) -> bool:

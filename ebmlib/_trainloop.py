@@ -198,8 +198,8 @@ class FusedEP:
         clipped, the largest |h| of the nudged state is accumulated (divergence)."""
         calls, _, j2 = _loop._chunk(self.net, cfg, j, self.phases.nudged_steps)
         h = self.ws.H[j2]
-        out_const = self.drive if self.net.N == 1 else self.net.b[self.net.N]  # the output's constant c_N
-        nudge = partial(torch.add, out_const, self.d, alpha=beta, out=bt) if self.identity else \
+        c_N = self.ws.plan[self.net.N][0]  # the output's constant: b_N, or the drive when N = 1
+        nudge = partial(torch.add, c_N, self.d, alpha=beta, out=bt) if self.identity else \
             partial(torch.mul, self.d, beta, out=bt)
         ops = [nudge, *calls]
         if not self.identity:
